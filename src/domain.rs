@@ -1,0 +1,81 @@
+//! Domains: what a group translates through. Either the built-in blocked domain, which
+//! faults every DMA, or a paging domain: a page table that mirrors one IOAS.
+//!
+//! A domain is immutable in kind and aperture once built; only its page-table entries
+//! change, under its IOAS's lock. Domains are reference counted: a group's active-domain cell,
+//! the HWPT object, its IOAS's mirror list and every reader's snapshot each hold one, so a
+//! domain's memory is freed when the last of them lets go (never while a reader can walk it).
+
+use crate::pagetable::PageTable;
+use crate::reclaim::Counters;
+use crate::sync::{Arc, EpochGuard, Ordering};
+use crate::translation::{ChunkVec, Translation};
+use crate::types::{Access, Fault, FaultKind};
+
+pub(crate) enum DomainKind {
+    /// Faults every access.
+    Blocked,
+    /// Translates through a page table.
+    Paging(PageTable),
+}
+
+/// A translation domain.
+pub(crate) struct Domain {
+    pub(crate) kind: DomainKind,
+    counters: Option<Arc<Counters>>,
+}
+
+impl Domain {
+    pub(crate) fn blocked() -> Domain {
+        Domain {
+            kind: DomainKind::Blocked,
+            counters: None,
+        }
+    }
+
+    /// An empty paging domain for IOVAs `0 .. 2^iova_bits`.
+    pub(crate) fn paging(iova_bits: u8, counters: &Arc<Counters>) -> Domain {
+        counters.domains.fetch_add(1, Ordering::Relaxed);
+        Domain {
+            kind: DomainKind::Paging(PageTable::new(iova_bits, counters.clone())),
+            counters: Some(counters.clone()),
+        }
+    }
+
+    pub(crate) fn page_table(&self) -> Option<&PageTable> {
+        match &self.kind {
+            DomainKind::Paging(pt) => Some(pt),
+            DomainKind::Blocked => None,
+        }
+    }
+
+    /// Translates `iova ..= last` under `pin`.
+    #[inline]
+    pub(crate) fn translate(
+        &self,
+        iova: u64,
+        last: u64,
+        access: Access,
+        pin: &EpochGuard,
+    ) -> Result<Translation<'static>, Fault> {
+        match &self.kind {
+            DomainKind::Paging(pt) => {
+                let mut chunks = ChunkVec::new();
+                pt.translate_into(iova, last, access, pin, &mut chunks)?;
+                Ok(Translation::new(chunks))
+            }
+            DomainKind::Blocked => Err(Fault {
+                iova,
+                kind: FaultKind::Blocked,
+            }),
+        }
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counters {
+            c.domains.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The control plane's one error type.
+//!
+//! Every variant says what went wrong and carries the offending object or range, and maps to
+//! the errno iommufd returns for the same mistake ([`Error::errno`]), so a front end that
+//! forwards errors to a guest or to an iommufd-speaking client can do so without a table of
+//! its own. A failed call changes nothing (guarantee G8).
+
+use crate::types::{GroupId, ObjId, ObjKind};
+use std::ops::Range;
+
+/// A control-plane error. See [`Error::errno`] for the iommufd errno of each variant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `ENOENT`: the ID names no live object (never allocated, or destroyed).
+    #[error("no object with id {id}: it was never allocated or has been destroyed")]
+    NoSuchObject {
+        /// The unknown ID.
+        id: ObjId,
+    },
+    /// `ENOENT`: an unmap range that holds no mapping.
+    #[error("nothing is mapped in IOVA range {range:#x?}")]
+    NotMapped {
+        /// The requested range.
+        range: Range<u64>,
+    },
+    /// `ENOENT`: an unmap range that cuts an area; areas are never split, nothing was removed.
+    #[error("unmap of {range:#x?} would split the mapping {area:#x?}; unmap whole mappings")]
+    SplitsArea {
+        /// The requested range.
+        range: Range<u64>,
+        /// The area it cuts.
+        area: Range<u64>,
+    },
+    /// `EEXIST`: a fixed-IOVA map over a range already mapped.
+    #[error("IOVA range {range:#x?} overlaps the existing mapping {existing:#x?}")]
+    Exists {
+        /// The requested range.
+        range: Range<u64>,
+        /// The mapping in the way.
+        existing: Range<u64>,
+    },
+    /// `EINVAL`: an address or length that is not a multiple of 4 KiB.
+    #[error("{what} {value:#x} is not aligned to 4 KiB")]
+    Misaligned {
+        /// Which argument (`"iova"`, `"target"`, `"length"`).
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// `EINVAL`: a zero length.
+    #[error("zero-length {what}")]
+    ZeroLength {
+        /// What had no length (`"map"`, `"unmap"`).
+        what: &'static str,
+    },
+    /// `EINVAL`: a fixed-IOVA map into a reserved range.
+    #[error("IOVA range {range:#x?} overlaps the reserved range {reserved:#x?}")]
+    InReservedRange {
+        /// The requested range.
+        range: Range<u64>,
+        /// The reserved range it hits.
+        reserved: Range<u64>,
+    },
+    /// `EINVAL`: the ID names an object of another kind.
+    #[error("object {id} is a {found}, but a {expected} is needed here")]
+    WrongType {
+        /// The ID given.
+        id: ObjId,
+        /// What the call needs.
+        expected: ObjKind,
+        /// What the ID names.
+        found: ObjKind,
+    },
+    /// `EINVAL`: attach of a device whose group is on another HWPT (use `device_replace`).
+    #[error("group {group:?} is attached to HWPT {current}, not {requested}; use device_replace to move it")]
+    GroupOnOtherHwpt {
+        /// The device's group.
+        group: GroupId,
+        /// The group's HWPT.
+        current: ObjId,
+        /// The HWPT (or IOAS) asked for.
+        requested: ObjId,
+    },
+    /// `EINVAL`: attach of a device that is already attached.
+    #[error("device {dev} is already attached (to HWPT {hwpt}); use device_replace to move it")]
+    AlreadyAttached {
+        /// The device.
+        dev: ObjId,
+        /// Its HWPT.
+        hwpt: ObjId,
+    },
+    /// `EINVAL`: replace or detach of a device that is not attached.
+    #[error("device {dev} is not attached")]
+    NotAttached {
+        /// The device.
+        dev: ObjId,
+    },
+    /// `EINVAL`: the domain cannot serve the device: its IOAS maps IOVAs outside the device's
+    /// aperture, or the domain's own aperture is narrower than the device's mappings need.
+    #[error("HWPT/IOAS {pt} is incompatible with device {dev}: mapping {mapping:#x?} lies outside the device's aperture (IOVAs below {aperture_end:#x})")]
+    Incompatible {
+        /// The device.
+        dev: ObjId,
+        /// The HWPT or IOAS.
+        pt: ObjId,
+        /// The first mapping that does not fit.
+        mapping: Range<u64>,
+        /// The end of the device's aperture (exclusive; `u64::MAX` for a 64-bit device).
+        aperture_end: u64,
+    },
+    /// `EINVAL`: an argument out of its accepted range (the text says which).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// `EBUSY`: the object is still referenced.
+    #[error(
+        "{kind} {id} is busy: {users} reference(s) remain (attached devices or HWPTs built on it)"
+    )]
+    Busy {
+        /// The object.
+        id: ObjId,
+        /// What it is.
+        kind: ObjKind,
+        /// How many references hold it.
+        users: usize,
+    },
+    /// `EBUSY`: auto HWPTs are freed with their last device, never destroyed by ID.
+    #[error("HWPT {id} was made automatically by an attach; it goes away with its last device")]
+    AutoHwpt {
+        /// The auto HWPT.
+        id: ObjId,
+    },
+    /// `ENOSPC`: no free IOVA hole of this size for an automatic map.
+    #[error("no free IOVA range of {len:#x} bytes (with alignment {align:#x}) in the aperture")]
+    NoSpace {
+        /// The length asked for.
+        len: u64,
+        /// The alignment it needed.
+        align: u64,
+    },
+    /// `EADDRINUSE`: a device's reserved range collides with a mapping of the target IOAS.
+    #[error("device {dev} reserves {reserved:#x?}, but the IOAS maps {mapping:#x?} there")]
+    ReservedInUse {
+        /// The device.
+        dev: ObjId,
+        /// Its reserved range.
+        reserved: Range<u64>,
+        /// The mapping in the way.
+        mapping: Range<u64>,
+    },
+    /// `EOVERFLOW`: `start + len` wraps around the 64-bit address space.
+    #[error("{what} range starting at {start:#x} with length {len:#x} wraps past 2^64")]
+    Overflow {
+        /// Which range (`"iova"`, `"target"`).
+        what: &'static str,
+        /// Start of the range.
+        start: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// `EOVERFLOW`: the range leaves the aperture of a device or domain on this IOAS.
+    #[error("IOVA range {range:#x?} leaves the aperture (IOVAs below {aperture_end:#x}) of a device or domain attached to the IOAS")]
+    OutsideAperture {
+        /// The requested range.
+        range: Range<u64>,
+        /// The narrowest aperture end (exclusive).
+        aperture_end: u64,
+    },
+    /// `EOPNOTSUPP`: flag bits or a feature this build does not know.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    /// `EDEADLK`: a waiting call made by a thread that holds a `DmaGuard` of the same `Iommu`
+    /// (the call would wait for that guard, i.e. for itself).
+    #[error("{call} would wait for a DmaGuard held by the calling thread; drop the guard first")]
+    Deadlock {
+        /// The call.
+        call: &'static str,
+    },
+}
+
+impl Error {
+    /// The iommufd errno for this error, as a positive Linux value (`ENOENT` = 2, ...).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NoSuchObject { .. } | Error::NotMapped { .. } | Error::SplitsArea { .. } => {
+                errno::ENOENT
+            }
+            Error::Exists { .. } => errno::EEXIST,
+            Error::Misaligned { .. }
+            | Error::ZeroLength { .. }
+            | Error::InReservedRange { .. }
+            | Error::WrongType { .. }
+            | Error::GroupOnOtherHwpt { .. }
+            | Error::AlreadyAttached { .. }
+            | Error::NotAttached { .. }
+            | Error::Incompatible { .. }
+            | Error::InvalidArgument(_) => errno::EINVAL,
+            Error::Busy { .. } | Error::AutoHwpt { .. } => errno::EBUSY,
+            Error::NoSpace { .. } => errno::ENOSPC,
+            Error::ReservedInUse { .. } => errno::EADDRINUSE,
+            Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
+            Error::Unsupported(_) => errno::EOPNOTSUPP,
+            Error::Deadlock { .. } => errno::EDEADLK,
+        }
+    }
+}
+
+/// The Linux errno values [`Error::errno`] returns (x86-64/arm64 numbering).
+pub mod errno {
+    /// No such file or directory.
+    pub const ENOENT: i32 = 2;
+    /// Device or resource busy.
+    pub const EBUSY: i32 = 16;
+    /// File exists.
+    pub const EEXIST: i32 = 17;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// No space left on device.
+    pub const ENOSPC: i32 = 28;
+    /// Resource deadlock would occur.
+    pub const EDEADLK: i32 = 35;
+    /// Value too large for defined data type.
+    pub const EOVERFLOW: i32 = 75;
+    /// Operation not supported.
+    pub const EOPNOTSUPP: i32 = 95;
+    /// Address already in use.
+    pub const EADDRINUSE: i32 = 98;
+}
+
+/// The control plane's result type.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,387 @@
+//! The I/O page table: a radix tree of atomic 64-bit entries that DMA translation walks
+//! without a lock.
+//!
+//! # Shape
+//!
+//! A 4 KiB granule, `LEVEL_BITS` (9) bits of IOVA a level, as many levels as the aperture
+//! needs (4 for 48 bits, 3 for 39, 6 for 64). Leaves can sit at level 0 (4 KiB), 1 (2 MiB) or
+//! 2 (1 GiB): `map` uses the largest leaf whose size both the IOVA and the target are aligned
+//! to and the remaining length covers. Under the `viommu_loom` cfg a level has 2 bits (a
+//! 4-entry table) so that loom models stay small; the code is the same.
+//!
+//! # Readers
+//!
+//! [`PageTable::lookup`] walks from the root with one `Acquire` load a level. A reader holds
+//! an epoch pin (its `DmaGuard`'s), which keeps every table it can reach alive: tables are
+//! freed only through the collector. An entry is written with one atomic store, so a reader
+//! sees a leaf whole or not at all.
+//!
+//! # Writers
+//!
+//! Writers are serialized by the table's `writer` mutex (always uncontended: the IOAS lock is
+//! held around every write, the mutex only makes the serialization a fact of this type rather
+//! than of its callers). A new intermediate table is zero-filled *before* the `Release` store
+//! that links it, so a reader that follows the link sees zeros or later leaves, never garbage.
+//! `unmap` clears leaves and, bottom-up, unlinks every table it emptied and retires it to the
+//! collector; it never frees a table a reader might be walking.
+//!
+//! Each table counts its non-empty entries (`live`); the count is written only under the
+//! writer mutex, so `Relaxed` suffices for it.
+
+mod entry;
+
+pub(crate) use entry::Pte;
+
+use crate::reclaim::Counters;
+use crate::sync::{lock, Arc, AtomicU32, AtomicU64, EpochGuard, Mutex, Ordering};
+use crate::translation::ChunkVec;
+use crate::types::{Access, Chunk, Fault, FaultKind, Prot, PAGE_SIZE};
+use std::ptr::NonNull;
+
+/// IOVA bits translated by one level.
+#[cfg(not(viommu_loom))]
+pub(crate) const LEVEL_BITS: u32 = 9;
+/// IOVA bits translated by one level (loom-sized: 4-entry tables).
+#[cfg(viommu_loom)]
+pub(crate) const LEVEL_BITS: u32 = 2;
+
+/// Entries a table.
+pub(crate) const FANOUT: usize = 1 << LEVEL_BITS;
+const PAGE_SHIFT: u32 = 12;
+/// The highest level that holds leaves: 4 KiB, 2 MiB, 1 GiB with 9-bit levels.
+const MAX_LEAF_LEVEL: u32 = 2;
+
+/// One level's table. 64-byte aligned so a pointer leaves the entry's flag bits free.
+#[repr(C, align(64))]
+struct Table {
+    entries: [AtomicU64; FANOUT],
+    /// Non-empty entries; written only by the (serialized) writer.
+    live: AtomicU32,
+}
+
+impl Table {
+    fn alloc(counters: &Counters) -> NonNull<Table> {
+        let table = Box::new(Table {
+            entries: std::array::from_fn(|_| AtomicU64::new(0)),
+            live: AtomicU32::new(0),
+        });
+        counters.tables.fetch_add(1, Ordering::Relaxed);
+        NonNull::from(Box::leak(table))
+    }
+}
+
+/// The size in bytes of a leaf at `level`.
+#[inline]
+fn leaf_size(level: u32) -> u64 {
+    1u64 << (PAGE_SHIFT + LEVEL_BITS * level)
+}
+
+#[inline]
+fn index(iova: u64, level: u32) -> usize {
+    ((iova >> (PAGE_SHIFT + LEVEL_BITS * level)) as usize) & (FANOUT - 1)
+}
+
+/// A radix I/O page table. See the module docs for the protocol.
+pub(crate) struct PageTable {
+    root: NonNull<Table>,
+    levels: u32,
+    /// The last IOVA the table can hold (`2^bits - 1`).
+    aperture_last: u64,
+    writer: Mutex<()>,
+    counters: Arc<Counters>,
+}
+
+// SAFETY: the tables behind the raw pointers are only read and written through atomics;
+// writers are serialized by `writer`; tables are freed only through the epoch collector
+// (unmap) or by `Drop`, which has exclusive access.
+unsafe impl Send for PageTable {}
+// SAFETY: as above: shared access only performs atomic operations on the tables.
+unsafe impl Sync for PageTable {}
+
+impl PageTable {
+    /// A table for IOVAs `0 .. 2^iova_bits` (`iova_bits` in 13 ..= 64).
+    pub(crate) fn new(iova_bits: u8, counters: Arc<Counters>) -> PageTable {
+        let bits = u32::from(iova_bits).clamp(PAGE_SHIFT + 1, 64);
+        let levels = (bits - PAGE_SHIFT).div_ceil(LEVEL_BITS);
+        let aperture_last = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        PageTable {
+            root: Table::alloc(&counters),
+            levels,
+            aperture_last,
+            writer: Mutex::new(()),
+            counters,
+        }
+    }
+
+    /// The last IOVA this table can map.
+    pub(crate) fn aperture_last(&self) -> u64 {
+        self.aperture_last
+    }
+
+    /// Finds the leaf that maps `iova`: its entry and level.
+    #[inline]
+    pub(crate) fn lookup(&self, iova: u64, _pin: &EpochGuard) -> Option<(Pte, u32)> {
+        let mut table = self.root.as_ptr() as *const Table;
+        let mut level = self.levels - 1;
+        loop {
+            // SAFETY: `table` is the root (alive as long as `self`) or was read from a valid
+            // table entry under `_pin`; tables are unlinked before they are retired and
+            // retired ones are freed only after every pin that could reach them is gone.
+            let slot = unsafe { &(*table).entries[index(iova, level)] };
+            // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
+            // zeroed entries and a leaf are visible once the entry that names them is).
+            let pte = Pte(slot.load(Ordering::Acquire));
+            if !pte.is_valid() {
+                return None;
+            }
+            if level == 0 || !pte.is_table() {
+                return Some((pte, level));
+            }
+            table = pte.table_ptr() as *const Table;
+            level -= 1;
+        }
+    }
+
+    /// Appends the chunks that cover `iova ..= last` for `access` to `out` (merging with a
+    /// chunk already there when the targets are contiguous), or names the first IOVA that
+    /// cannot be translated.
+    #[inline]
+    pub(crate) fn translate_into(
+        &self,
+        iova: u64,
+        last: u64,
+        access: Access,
+        pin: &EpochGuard,
+        out: &mut ChunkVec,
+    ) -> Result<(), Fault> {
+        if last > self.aperture_last {
+            let at = if iova > self.aperture_last {
+                iova
+            } else {
+                self.aperture_last + 1
+            };
+            return Err(Fault {
+                iova: at,
+                kind: FaultKind::Aperture,
+            });
+        }
+        let mut cur = iova;
+        loop {
+            let Some((pte, level)) = self.lookup(cur, pin) else {
+                return Err(Fault {
+                    iova: cur,
+                    kind: FaultKind::Unmapped,
+                });
+            };
+            if !pte.allows(access) {
+                return Err(Fault {
+                    iova: cur,
+                    kind: FaultKind::Permission,
+                });
+            }
+            let mask = leaf_size(level) - 1;
+            let target = pte.target() | (cur & mask);
+            let end = (cur | mask).min(last);
+            let len = end - cur + 1;
+            match out.last_mut() {
+                Some(c) if c.target.wrapping_add(c.len) == target => c.len += len,
+                _ => out.push(Chunk {
+                    iova: cur,
+                    target,
+                    len,
+                }),
+            }
+            if end == last {
+                return Ok(());
+            }
+            cur = end + 1;
+        }
+    }
+
+    /// Maps `len` bytes at `iova` to `target`. All three are page aligned, the range lies in
+    /// the aperture, and nothing in it is mapped (the IOAS checked all of that).
+    pub(crate) fn map(&self, mut iova: u64, mut target: u64, len: u64, prot: Prot) {
+        let _writer = lock(&self.writer);
+        debug_assert!(iova % PAGE_SIZE == 0 && target % PAGE_SIZE == 0 && len % PAGE_SIZE == 0);
+        debug_assert!(iova
+            .checked_add(len - 1)
+            .is_some_and(|l| l <= self.aperture_last));
+        let top_leaf = MAX_LEAF_LEVEL.min(self.levels - 1);
+        let mut remaining = len;
+        while remaining > 0 {
+            let mut level = top_leaf;
+            while level > 0 {
+                let size = leaf_size(level);
+                if iova % size == 0 && target % size == 0 && remaining >= size {
+                    break;
+                }
+                level -= 1;
+            }
+            let size = leaf_size(level);
+            self.install(iova, level, Pte::leaf(target, prot));
+            remaining -= size;
+            iova = iova.wrapping_add(size);
+            target = target.wrapping_add(size);
+        }
+    }
+
+    /// Installs one leaf at `level`; the caller holds the writer lock.
+    fn install(&self, iova: u64, leaf_level: u32, pte: Pte) {
+        let mut table = self.root;
+        let mut level = self.levels - 1;
+        loop {
+            // SAFETY: `table` is the root or a table linked below it; only the writer (us,
+            // serialized by the writer lock) unlinks tables, so it is alive.
+            let t = unsafe { table.as_ref() };
+            let slot = &t.entries[index(iova, level)];
+            if level == leaf_level {
+                debug_assert_eq!(slot.load(Ordering::Relaxed), 0, "mapping over a mapping");
+                // ORDERING: Release pairs with the Acquire load in `lookup`.
+                slot.store(pte.0, Ordering::Release);
+                t.live.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let cur = Pte(slot.load(Ordering::Relaxed));
+            if cur.is_valid() {
+                debug_assert!(cur.is_table(), "mapping inside a huge leaf");
+                // SAFETY: a valid table entry points to a live table (see above).
+                table = unsafe { NonNull::new_unchecked(cur.table_ptr() as *mut Table) };
+            } else {
+                let child = Table::alloc(&self.counters);
+                // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
+                // zeroed entries are visible to a reader that follows this link.
+                slot.store(Pte::table(child.as_ptr() as *const u8).0, Ordering::Release);
+                t.live.fetch_add(1, Ordering::Relaxed);
+                table = child;
+            }
+            level -= 1;
+        }
+    }
+
+    /// Clears every leaf in `iova .. iova + len` (whole leaves: the IOAS never splits one)
+    /// and retires every table that became empty.
+    pub(crate) fn unmap(&self, iova: u64, len: u64, pin: &EpochGuard) {
+        let _writer = lock(&self.writer);
+        let last = iova + (len - 1);
+        let last = last.min(self.aperture_last);
+        if iova > last {
+            return;
+        }
+        // SAFETY: the root is ours; the writer lock is held.
+        unsafe { self.clear(self.root, self.levels - 1, 0, iova, last, pin) };
+    }
+
+    /// Clears `start ..= last` below `table`, which covers IOVAs from `base` at `level`.
+    ///
+    /// # Safety
+    ///
+    /// The writer lock is held and `table` is linked in this page table.
+    unsafe fn clear(
+        &self,
+        table: NonNull<Table>,
+        level: u32,
+        base: u64,
+        start: u64,
+        last: u64,
+        pin: &EpochGuard,
+    ) {
+        // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
+        let t = unsafe { table.as_ref() };
+        let shift = PAGE_SHIFT + LEVEL_BITS * level;
+        let first_idx = ((start - base) >> shift) as usize;
+        let last_idx = (((last - base) >> shift) as usize).min(FANOUT - 1);
+        for idx in first_idx..=last_idx {
+            let slot = &t.entries[idx];
+            let pte = Pte(slot.load(Ordering::Relaxed));
+            if !pte.is_valid() {
+                continue;
+            }
+            if level == 0 || !pte.is_table() {
+                // ORDERING: Release pairs with the Acquire load in `lookup`; the unmap fence
+                // (a grace period) orders this store before any guard made after it.
+                slot.store(0, Ordering::Release);
+                t.live.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let child_base = base + ((idx as u64) << shift);
+            let child_last = child_base + ((1u64 << shift) - 1);
+            // SAFETY: a valid table entry of a linked table points to a linked table.
+            let child = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
+            // SAFETY: as above; the writer lock is still held.
+            unsafe {
+                self.clear(
+                    child,
+                    level - 1,
+                    child_base,
+                    start.max(child_base),
+                    last.min(child_last),
+                    pin,
+                )
+            };
+            // SAFETY: `child` is still linked (only this writer unlinks).
+            if unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
+                // ORDERING: Release pairs with the Acquire load in `lookup`.
+                slot.store(0, Ordering::Release);
+                t.live.fetch_sub(1, Ordering::Relaxed);
+                self.retire(child, pin);
+            }
+        }
+    }
+
+    /// Hands an unlinked table to the collector.
+    fn retire(&self, table: NonNull<Table>, pin: &EpochGuard) {
+        let counters = self.counters.clone();
+        let addr = table.as_ptr() as usize;
+        // SAFETY: the table is unlinked (no new reader can reach it) and empty (it owns no
+        // children); readers that reached it before the unlink are pinned, and the collector
+        // runs this only after they have unpinned.
+        unsafe {
+            pin.defer_unchecked(move || {
+                drop(Box::from_raw(addr as *mut Table));
+                counters.tables.fetch_sub(1, Ordering::Relaxed);
+            })
+        };
+    }
+
+    /// Frees `table` and everything below it.
+    ///
+    /// # Safety
+    ///
+    /// No reader can reach `table` any more, and it is freed only once.
+    unsafe fn free_tree(&self, table: NonNull<Table>, level: u32) {
+        if level > 0 {
+            // SAFETY: the caller guarantees the table is alive and exclusively ours.
+            let t = unsafe { table.as_ref() };
+            for slot in &t.entries {
+                let pte = Pte(slot.load(Ordering::Relaxed));
+                if pte.is_valid() && pte.is_table() {
+                    // SAFETY: a linked child, also unreachable by readers, freed once.
+                    unsafe {
+                        self.free_tree(
+                            NonNull::new_unchecked(pte.table_ptr() as *mut Table),
+                            level - 1,
+                        )
+                    };
+                }
+            }
+        }
+        // SAFETY: allocated by `Table::alloc` as a Box; freed exactly once.
+        drop(unsafe { Box::from_raw(table.as_ptr()) });
+        self.counters.tables.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PageTable {
+    fn drop(&mut self) {
+        // SAFETY: a page table is dropped with its domain, when the last reference to the
+        // domain is gone: no reader holds it, so no reader can reach any of its tables.
+        unsafe { self.free_tree(self.root, self.levels - 1) };
+    }
+}
+
+#[cfg(all(test, not(viommu_loom)))]
+mod tests;

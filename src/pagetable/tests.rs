@@ -1,0 +1,241 @@
+//! Unit tests of the page table: every level, huge leaves, permissions, aperture edges,
+//! adjacent ranges, retirement of emptied tables.
+
+use super::*;
+use crate::reclaim::Reclaim;
+use crate::types::FaultKind;
+
+const K4: u64 = 4 << 10;
+const M2: u64 = 2 << 20;
+const G1: u64 = 1 << 30;
+
+fn table(bits: u8) -> (Reclaim, PageTable) {
+    let r = Reclaim::new();
+    let pt = PageTable::new(bits, r.counters.clone());
+    (r, pt)
+}
+
+fn tr(
+    r: &Reclaim,
+    pt: &PageTable,
+    iova: u64,
+    len: u64,
+    access: Access,
+) -> Result<Vec<Chunk>, Fault> {
+    let pin = r.pin();
+    let mut out = ChunkVec::new();
+    pt.translate_into(iova, iova + (len - 1), access, &pin, &mut out)?;
+    Ok(out.to_vec())
+}
+
+fn leaf_level(r: &Reclaim, pt: &PageTable, iova: u64) -> Option<u32> {
+    let pin = r.pin();
+    pt.lookup(iova, &pin).map(|(_, l)| l)
+}
+
+#[test]
+fn levels_follow_the_aperture() {
+    assert_eq!(table(48).1.levels, 4);
+    assert_eq!(table(39).1.levels, 3);
+    assert_eq!(table(64).1.levels, 6);
+    assert_eq!(table(13).1.levels, 1);
+    assert_eq!(table(48).1.aperture_last(), (1 << 48) - 1);
+    assert_eq!(table(64).1.aperture_last(), u64::MAX);
+}
+
+#[test]
+fn four_k_leaf_at_every_level_of_the_walk() {
+    let (r, pt) = table(48);
+    // One page in each top-level slot region, so every level allocates tables.
+    for (i, iova) in [0u64, 1 << 39, 3 << 30, (1 << 48) - K4]
+        .into_iter()
+        .enumerate()
+    {
+        let target = 0x1000_0000 + (i as u64) * K4;
+        pt.map(iova, target, K4, Prot::RW);
+        assert_eq!(leaf_level(&r, &pt, iova), Some(0));
+        let c = tr(&r, &pt, iova + 0x10, 0x20, Access::Read).unwrap();
+        assert_eq!(
+            c,
+            vec![Chunk {
+                iova: iova + 0x10,
+                target: target + 0x10,
+                len: 0x20
+            }]
+        );
+    }
+}
+
+#[test]
+fn huge_leaves_when_iova_target_and_length_are_aligned() {
+    let (r, pt) = table(48);
+    pt.map(G1, 4 * G1, G1, Prot::READ);
+    assert_eq!(leaf_level(&r, &pt, G1 + 12345), Some(2));
+    pt.map(4 * G1, 8 * G1 + M2, M2, Prot::READ);
+    assert_eq!(leaf_level(&r, &pt, 4 * G1), Some(1));
+    // Target not 2 MiB aligned: 4 KiB leaves.
+    pt.map(6 * G1, 0x1000, M2, Prot::READ);
+    assert_eq!(leaf_level(&r, &pt, 6 * G1), Some(0));
+    assert_eq!(leaf_level(&r, &pt, 6 * G1 + M2 - K4), Some(0));
+    // Length 2 MiB + 4 KiB at an aligned spot: one 2 MiB leaf and one 4 KiB leaf.
+    pt.map(8 * G1, 16 * G1, M2 + K4, Prot::READ);
+    assert_eq!(leaf_level(&r, &pt, 8 * G1), Some(1));
+    assert_eq!(leaf_level(&r, &pt, 8 * G1 + M2), Some(0));
+    let c = tr(&r, &pt, 8 * G1 + M2 - 8, 16, Access::Read).unwrap();
+    assert_eq!(
+        c,
+        vec![Chunk {
+            iova: 8 * G1 + M2 - 8,
+            target: 16 * G1 + M2 - 8,
+            len: 16
+        }]
+    );
+    // A translation inside a 1 GiB leaf is one chunk.
+    let c = tr(&r, &pt, G1 + M2, 3 * M2, Access::Read).unwrap();
+    assert_eq!(
+        c,
+        vec![Chunk {
+            iova: G1 + M2,
+            target: 4 * G1 + M2,
+            len: 3 * M2
+        }]
+    );
+}
+
+#[test]
+fn permissions_live_in_the_entry() {
+    let (r, pt) = table(48);
+    pt.map(0, 0x10_0000, K4, Prot::READ);
+    pt.map(K4, 0x20_0000, K4, Prot::WRITE);
+    assert!(tr(&r, &pt, 0, K4, Access::Read).is_ok());
+    assert_eq!(
+        tr(&r, &pt, 0, K4, Access::Write).unwrap_err(),
+        Fault {
+            iova: 0,
+            kind: FaultKind::Permission
+        }
+    );
+    assert!(tr(&r, &pt, K4, K4, Access::Write).is_ok());
+    assert_eq!(
+        tr(&r, &pt, 0x800, K4, Access::Read).unwrap_err(),
+        Fault {
+            iova: K4,
+            kind: FaultKind::Permission
+        }
+    );
+}
+
+#[test]
+fn aperture_edges() {
+    let (r, pt) = table(39);
+    let last_page = (1u64 << 39) - K4;
+    pt.map(last_page, 0x5000, K4, Prot::RW);
+    assert!(tr(&r, &pt, last_page, K4, Access::Read).is_ok());
+    assert_eq!(
+        tr(&r, &pt, last_page, 2 * K4, Access::Read).unwrap_err(),
+        Fault {
+            iova: 1 << 39,
+            kind: FaultKind::Aperture
+        }
+    );
+    assert_eq!(
+        tr(&r, &pt, 1 << 40, K4, Access::Read).unwrap_err(),
+        Fault {
+            iova: 1 << 40,
+            kind: FaultKind::Aperture
+        }
+    );
+    // 64-bit table: the very last page is mappable.
+    let (r, pt) = table(64);
+    pt.map(u64::MAX - (K4 - 1), 0x7000, K4, Prot::READ);
+    let c = tr(&r, &pt, u64::MAX - 15, 16, Access::Read).unwrap();
+    assert_eq!(c[0].target, 0x7000 + K4 - 16);
+}
+
+#[test]
+fn adjacent_ranges_merge_when_targets_are_contiguous() {
+    let (r, pt) = table(48);
+    // Two separately mapped areas, contiguous in both IOVA and target: one chunk.
+    pt.map(0x10_0000, 0xa000_0000, 2 * K4, Prot::RW);
+    pt.map(0x10_2000, 0xa000_2000, K4, Prot::RW);
+    // Then a discontiguous neighbour.
+    pt.map(0x10_3000, 0xb000_0000, K4, Prot::RW);
+    let c = tr(&r, &pt, 0x10_0800, 3 * K4, Access::Read).unwrap();
+    assert_eq!(
+        c,
+        vec![
+            Chunk {
+                iova: 0x10_0800,
+                target: 0xa000_0800,
+                len: 0x2800
+            },
+            Chunk {
+                iova: 0x10_3000,
+                target: 0xb000_0000,
+                len: 0x800
+            },
+        ]
+    );
+    // A hole faults at its first byte.
+    assert_eq!(
+        tr(&r, &pt, 0x10_3000, 2 * K4, Access::Read).unwrap_err(),
+        Fault {
+            iova: 0x10_4000,
+            kind: FaultKind::Unmapped
+        }
+    );
+}
+
+#[test]
+fn unmap_clears_leaves_and_retires_emptied_tables() {
+    let (r, pt) = table(48);
+    let base = r.counters.tables.load(Ordering::Relaxed);
+    assert_eq!(base, 1);
+    pt.map(5 << 39, 0x1000, 4 * K4, Prot::RW);
+    pt.map((5 << 39) + G1, 2 * G1, G1, Prot::RW);
+    assert_eq!(r.counters.tables.load(Ordering::Relaxed), base + 3); // L3, L2, L1 tables
+    {
+        let pin = r.pin();
+        pt.unmap(5 << 39, 4 * K4, &pin);
+    }
+    assert!(tr(&r, &pt, 5 << 39, K4, Access::Read).is_err());
+    assert!(tr(&r, &pt, (5 << 39) + G1, K4, Access::Read).is_ok());
+    {
+        let pin = r.pin();
+        pt.unmap((5 << 39) + G1, G1, &pin);
+    }
+    r.synchronize();
+    assert_eq!(
+        r.counters.tables.load(Ordering::Relaxed),
+        base,
+        "emptied tables freed"
+    );
+    // Neighbours on both sides of an unmapped page stay.
+    pt.map(0, 0x1000, 3 * K4, Prot::RW);
+    {
+        let pin = r.pin();
+        pt.unmap(0, 3 * K4, &pin);
+    }
+    pt.map(0, 0x1000, K4, Prot::RW);
+    pt.map(K4, 0x9000, K4, Prot::RW);
+    pt.map(2 * K4, 0x3000, K4, Prot::RW);
+    {
+        let pin = r.pin();
+        pt.unmap(K4, K4, &pin);
+    }
+    assert!(tr(&r, &pt, 0, K4, Access::Read).is_ok());
+    assert!(tr(&r, &pt, K4, K4, Access::Read).is_err());
+    assert!(tr(&r, &pt, 2 * K4, K4, Access::Read).is_ok());
+}
+
+#[test]
+fn drop_frees_every_table() {
+    let r = Reclaim::new();
+    {
+        let pt = PageTable::new(48, r.counters.clone());
+        pt.map(0, 0, 64 * M2 + 5 * K4, Prot::RW);
+        pt.map(1 << 40, 0x1000, 3 * K4, Prot::RW);
+        assert!(r.counters.tables.load(Ordering::Relaxed) > 4);
+    }
+    assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0);
+}

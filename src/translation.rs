@@ -1,0 +1,72 @@
+//! The result of a translation: the maximal contiguous chunks that cover a DMA request.
+
+use crate::types::Chunk;
+use smallvec::SmallVec;
+use std::marker::PhantomData;
+
+/// Chunks kept inline before a translation spills to the heap. A request that lands in at
+/// most this many discontiguous pieces allocates nothing; the one-chunk case (the common
+/// one: a buffer inside one page or in contiguous memory) never does.
+pub const INLINE_CHUNKS: usize = 2;
+
+pub(crate) type ChunkVec = SmallVec<[Chunk; INLINE_CHUNKS]>;
+
+/// The chunks that cover a translated request, in IOVA order.
+///
+/// Chunks are maximal: neighbouring pages whose targets are contiguous form one chunk, also
+/// across separately mapped areas. A `Translation` made through a [`crate::DmaGuard`] cannot
+/// outlive it: the emulator performs its memory access while the guard pins the mapping.
+#[derive(Clone, Debug)]
+pub struct Translation<'g> {
+    chunks: ChunkVec,
+    next: usize,
+    _guard: PhantomData<&'g ()>,
+}
+
+impl<'g> Translation<'g> {
+    pub(crate) fn new(chunks: ChunkVec) -> Translation<'g> {
+        Translation {
+            chunks,
+            next: 0,
+            _guard: PhantomData,
+        }
+    }
+
+    pub(crate) fn rebind<'h>(self) -> Translation<'h> {
+        Translation {
+            chunks: self.chunks,
+            next: self.next,
+            _guard: PhantomData,
+        }
+    }
+
+    /// The chunks not yet yielded, as a slice.
+    pub fn as_slice(&self) -> &[Chunk] {
+        &self.chunks[self.next..]
+    }
+
+    /// True if the translation spilled to the heap (more than [`INLINE_CHUNKS`] pieces).
+    pub fn spilled(&self) -> bool {
+        self.chunks.spilled()
+    }
+}
+
+impl Iterator for Translation<'_> {
+    type Item = Chunk;
+
+    #[inline]
+    fn next(&mut self) -> Option<Chunk> {
+        let c = self.chunks.get(self.next).copied();
+        self.next += usize::from(c.is_some());
+        c
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.chunks.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Translation<'_> {}
+impl std::iter::FusedIterator for Translation<'_> {}
