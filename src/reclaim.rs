@@ -41,7 +41,7 @@ use std::cell::RefCell;
 const HANDLE_CACHE: usize = 8;
 
 thread_local! {
-    static HANDLES: RefCell<Vec<LocalHandle>> = const { RefCell::new(Vec::new()) };
+    static HANDLES: RefCell<Vec<LocalHandle>> = RefCell::new(Vec::new());
 }
 
 /// Live-object counters, for [`crate::Stats`] and the leak tests.
