@@ -66,6 +66,11 @@ mod sync;
 mod translation;
 mod types;
 
+/// The README's example, compiled and run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
 pub use iommu::{Iommu, Stats};
