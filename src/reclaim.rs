@@ -40,9 +40,15 @@ use std::cell::RefCell;
 /// dropped handle is re-registered on next use; a guard alive on it keeps it valid).
 const HANDLE_CACHE: usize = 8;
 
-thread_local! {
-    static HANDLES: RefCell<Vec<LocalHandle>> = RefCell::new(Vec::new());
+// loom's `thread_local!` does not take a `const { }` initializer, so neither do we.
+#[allow(clippy::missing_const_for_thread_local)]
+mod handles {
+    use super::*;
+    thread_local! {
+        pub(super) static HANDLES: RefCell<Vec<LocalHandle>> = RefCell::new(Vec::new());
+    }
 }
+use handles::HANDLES;
 
 /// Live-object counters, for [`crate::Stats`] and the leak tests.
 #[derive(Default)]
