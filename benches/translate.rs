@@ -1,0 +1,279 @@
+//! Criterion benches of the data plane: pinning, translating through a guard, the page-table
+//! walk at each leaf size, and one-shot translation against two references (an uncontended
+//! `RwLock<BTreeMap>` lookup and the plain unsynchronized radix walk of `perf/`), alone and
+//! with a second thread translating or replacing at the same time.
+//!
+//! Run with `cargo bench --bench translate`; `docs/benchmarks.md` says what each group
+//! measures. The latency suite with percentiles and ratio targets is `viommu-perf`.
+
+use criterion::{black_box, BenchmarkId, Criterion};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+use viommu::{Access, Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot};
+
+#[path = "../perf/src/baselines/radix.rs"]
+#[allow(dead_code)]
+mod radix;
+
+const PAGE: u64 = 4096;
+const MIB2: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
+/// 4 KiB mappings: 256 pages whose target is not 2 MiB aligned, so the walk ends at level 0.
+const IOVA_4K: u64 = 0x1000_0000;
+const TARGET_4K: u64 = 0x40_0000_1000;
+const PAGES_4K: u64 = 256;
+/// One 2 MiB leaf (target 2 MiB aligned, not 1 GiB aligned).
+const IOVA_2M: u64 = 0x4000_0000;
+const TARGET_2M: u64 = 0x50_0020_0000;
+/// One 1 GiB leaf.
+const IOVA_1G: u64 = 0x80_0000_0000;
+const TARGET_1G: u64 = 0x60_0000_0000;
+/// Bytes a request translates.
+const LEN: u64 = 512;
+
+/// One device on a user HWPT of an IOAS holding every mapping above, plus a second HWPT (of
+/// a second IOAS with the same mappings) to replace to.
+struct Fixture {
+    iommu: Iommu,
+    dev_id: ObjId,
+    dev: Device,
+    hwpt: [ObjId; 2],
+}
+
+/// `(iova, target, len)` of every mapping.
+fn mappings() -> Vec<(u64, u64, u64)> {
+    let mut v: Vec<(u64, u64, u64)> = (0..PAGES_4K)
+        .map(|i| (IOVA_4K + i * PAGE, TARGET_4K + i * PAGE, PAGE))
+        .collect();
+    v.push((IOVA_2M, TARGET_2M, MIB2));
+    v.push((IOVA_1G, TARGET_1G, GIB));
+    v
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let iommu = Iommu::new();
+        let (dev_id, dev) = iommu
+            .device_bind(GroupId(0), DeviceInfo::default())
+            .expect("bind");
+        let mut hwpt = [dev_id; 2];
+        for h in &mut hwpt {
+            let ioas = iommu.ioas_alloc().expect("ioas");
+            for (iova, target, len) in mappings() {
+                iommu
+                    .ioas_map(ioas, Some(iova), target, len, Prot::RW)
+                    .expect("map");
+            }
+            *h = iommu
+                .hwpt_alloc(dev_id, ioas, HwptFlags::empty())
+                .expect("hwpt");
+        }
+        iommu.device_attach(dev_id, hwpt[0]).expect("attach");
+        Fixture {
+            iommu,
+            dev_id,
+            dev,
+            hwpt,
+        }
+    }
+}
+
+/// The same mappings as a plain radix table.
+fn radix_table() -> radix::Radix {
+    let mut r = radix::Radix::new();
+    for (iova, target, len) in mappings() {
+        r.map(iova, target, len, radix::READ | radix::WRITE)
+            .expect("radix map");
+    }
+    r
+}
+
+/// The same mappings as a `RwLock<BTreeMap>` keyed by IOVA.
+fn btree_table() -> RwLock<BTreeMap<u64, (u64, u64)>> {
+    RwLock::new(
+        mappings()
+            .into_iter()
+            .map(|(iova, target, len)| (iova, (target, len)))
+            .collect(),
+    )
+}
+
+fn btree_lookup(t: &RwLock<BTreeMap<u64, (u64, u64)>>, iova: u64) -> Option<u64> {
+    let m = t.read().expect("poisoned");
+    let (&start, &(target, len)) = m.range(..=iova).next_back()?;
+    (iova - start < len).then_some(target + (iova - start))
+}
+
+/// Request IOVAs cycling through the 4 KiB pages.
+fn iova_4k(i: u64) -> u64 {
+    IOVA_4K + (i.wrapping_mul(97) % PAGES_4K) * PAGE + 1024
+}
+
+fn first_target(t: Result<viommu::Translation<'_>, viommu::Fault>) -> u64 {
+    t.ok().and_then(|mut t| t.next()).map_or(0, |c| c.target)
+}
+
+/// Runs `body` while a second thread runs `background` in a loop.
+fn with_background<R>(background: impl Fn() + Sync, body: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Relaxed: the flag only ends the loop.
+            while !stop.load(Ordering::Relaxed) {
+                background();
+            }
+        });
+        let r = body();
+        stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn pin(c: &mut Criterion) {
+    let f = Fixture::new();
+    c.bench_function("pin", |b| b.iter(|| drop(black_box(f.dev.pin()))));
+}
+
+fn guard_hit(c: &mut Criterion) {
+    let f = Fixture::new();
+    let mut g = c.benchmark_group("guard_translate");
+    {
+        let guard = f.dev.pin();
+        let mut i = 0u64;
+        g.bench_function("hit_4k", |b| {
+            b.iter(|| {
+                i += 1;
+                first_target(guard.translate(black_box(iova_4k(i)), LEN, Access::Read))
+            })
+        });
+    }
+    for (name, iova) in [
+        ("4K", IOVA_4K + 1024),
+        ("2M", IOVA_2M + 12345 * 64),
+        ("1G", IOVA_1G + (7 << 20)),
+    ] {
+        let guard = f.dev.pin();
+        g.bench_with_input(BenchmarkId::new("walk", name), &iova, |b, &iova| {
+            b.iter(|| first_target(guard.translate(black_box(iova), LEN, Access::Read)))
+        });
+    }
+    g.finish();
+}
+
+fn one_shot(c: &mut Criterion) {
+    let f = Fixture::new();
+    let bt = btree_table();
+    let rx = radix_table();
+    let mut g = c.benchmark_group("one_shot");
+    let mut i = 0u64;
+    g.bench_function("viommu_device_translate", |b| {
+        b.iter(|| {
+            i += 1;
+            first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
+        })
+    });
+    g.bench_function("rwlock_btree", |b| {
+        b.iter(|| {
+            i += 1;
+            btree_lookup(&bt, black_box(iova_4k(i)))
+        })
+    });
+    g.bench_function("plain_radix", |b| {
+        b.iter(|| {
+            i += 1;
+            rx.translate(black_box(iova_4k(i)), LEN, radix::READ)
+        })
+    });
+    g.finish();
+}
+
+fn contended(c: &mut Criterion) {
+    let f = Fixture::new();
+    let bt = btree_table();
+    let mut g = c.benchmark_group("contended");
+    let mut i = 0u64;
+    // A second thread translating through the same device.
+    with_background(
+        || {
+            for k in 0..64 {
+                black_box(first_target(f.dev.translate(iova_4k(k), LEN, Access::Read)));
+            }
+        },
+        || {
+            g.bench_function("viommu_translate/reader_beside", |b| {
+                b.iter(|| {
+                    i += 1;
+                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
+                })
+            });
+        },
+    );
+    with_background(
+        || {
+            for k in 0..64 {
+                black_box(btree_lookup(&bt, iova_4k(k)));
+            }
+        },
+        || {
+            g.bench_function("rwlock_btree/reader_beside", |b| {
+                b.iter(|| {
+                    i += 1;
+                    btree_lookup(&bt, black_box(iova_4k(i)))
+                })
+            });
+        },
+    );
+    // A second thread switching the device between its two domains as fast as it can.
+    let flip = AtomicBool::new(false);
+    with_background(
+        || {
+            let to = usize::from(!flip.fetch_xor(true, Ordering::Relaxed));
+            f.iommu
+                .device_replace(f.dev_id, f.hwpt[to])
+                .expect("replace");
+        },
+        || {
+            g.bench_function("viommu_translate/replacer_beside", |b| {
+                b.iter(|| {
+                    i += 1;
+                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
+                })
+            });
+        },
+    );
+    // The lock-based equivalent of a replace: a writer taking the write lock.
+    with_background(
+        || {
+            let mut m = bt.write().expect("poisoned");
+            let v = m.get(&IOVA_2M).copied().expect("mapped");
+            m.insert(IOVA_2M, v);
+        },
+        || {
+            g.bench_function("rwlock_btree/writer_beside", |b| {
+                b.iter(|| {
+                    i += 1;
+                    btree_lookup(&bt, black_box(iova_4k(i)))
+                })
+            });
+        },
+    );
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+fn main() {
+    let mut c = config().configure_from_args();
+    pin(&mut c);
+    guard_hit(&mut c);
+    one_shot(&mut c);
+    contended(&mut c);
+    c.final_summary();
+}

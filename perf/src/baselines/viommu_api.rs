@@ -1,0 +1,148 @@
+//! viommu itself, driven through its public API only.
+//!
+//! Setup: one device bound in group 0 (default aperture, nothing reserved), two IOASes that
+//! map the same IOVAs to different targets, and one user HWPT on each (`hwpt_alloc`), so a
+//! switch never has to build or populate a domain; the device starts on domain 0's HWPT.
+//!
+//! Three flavours share the setup:
+//! - [`Flavor::Replace`]: one-shot `Device::translate` (one epoch pin and one domain snapshot
+//!   per translation) and `device_replace` to switch: the atomic publish.
+//! - [`Flavor::Guard64`]: the same, but a reader pins once (`Device::pin`) per block of 64
+//!   translations, as an emulator does for a descriptor chain.
+//! - [`Flavor::DetachAttach`]: one-shot translation, switched with `device_detach` followed
+//!   by `device_attach`: what a front end without replace has to do; readers that land in the
+//!   gap fault as blocked, and the scenarios count those faults.
+
+use super::{DomainIdx, Layout, OpError, Translator};
+use ::viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, HwptFlags, Iommu, ObjId, Prot};
+
+/// How readers translate and how the device switches domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// One-shot translate, `device_replace`.
+    Replace,
+    /// A `DmaGuard` per block of translations, `device_replace`.
+    Guard64,
+    /// One-shot translate, `device_detach` + `device_attach`.
+    DetachAttach,
+}
+
+/// One device of a viommu context with two prebuilt domains.
+pub struct ViommuTranslator {
+    iommu: Iommu,
+    dev_id: ObjId,
+    dev: Device,
+    ioas: [ObjId; 2],
+    hwpt: [ObjId; 2],
+    flavor: Flavor,
+}
+
+fn failed(what: &str, e: ::viommu::Error) -> OpError {
+    OpError::Failed(format!("{what}: {e} (errno {})", e.errno()))
+}
+
+impl ViommuTranslator {
+    /// Builds the context, both domains, and attaches the device to domain 0.
+    ///
+    /// # Panics
+    ///
+    /// If viommu refuses the setup (a bug: every call here is valid per the API contract).
+    pub fn new(layout: &Layout, flavor: Flavor) -> ViommuTranslator {
+        let iommu = Iommu::new();
+        let (dev_id, dev) = iommu
+            .device_bind(GroupId(0), DeviceInfo::default())
+            .expect("device_bind");
+        let mut ioas = [dev_id; 2];
+        let mut hwpt = [dev_id; 2];
+        for d in 0..2 {
+            ioas[d] = iommu.ioas_alloc().expect("ioas_alloc");
+            for (iova, target, len) in layout.mappings(d) {
+                iommu
+                    .ioas_map(ioas[d], Some(iova), target, len, Prot::RW)
+                    .expect("ioas_map");
+            }
+            hwpt[d] = iommu
+                .hwpt_alloc(dev_id, ioas[d], HwptFlags::empty())
+                .expect("hwpt_alloc");
+        }
+        iommu.device_attach(dev_id, hwpt[0]).expect("device_attach");
+        ViommuTranslator {
+            iommu,
+            dev_id,
+            dev,
+            ioas,
+            hwpt,
+            flavor,
+        }
+    }
+}
+
+impl Translator for ViommuTranslator {
+    #[inline]
+    fn translate(&self, iova: u64, len: u64, access: Access) -> Result<u64, FaultKind> {
+        match self.dev.translate(iova, len, access) {
+            Ok(mut t) => Ok(t.next().map_or(0, |c| c.target)),
+            Err(f) => Err(f.kind),
+        }
+    }
+
+    #[inline]
+    fn translate_block(
+        &self,
+        iovas: &[u64],
+        len: u64,
+        access: Access,
+        out: &mut [Result<u64, FaultKind>],
+    ) {
+        if self.flavor == Flavor::Guard64 {
+            let guard = self.dev.pin();
+            for (o, &iova) in out.iter_mut().zip(iovas) {
+                *o = match guard.translate(iova, len, access) {
+                    Ok(mut t) => Ok(t.next().map_or(0, |c| c.target)),
+                    Err(f) => Err(f.kind),
+                };
+            }
+        } else {
+            for (o, &iova) in out.iter_mut().zip(iovas) {
+                *o = self.translate(iova, len, access);
+            }
+        }
+    }
+
+    fn replace(&self, to: DomainIdx) -> Result<(), OpError> {
+        match self.flavor {
+            Flavor::Replace | Flavor::Guard64 => self
+                .iommu
+                .device_replace(self.dev_id, self.hwpt[to])
+                .map(drop)
+                .map_err(|e| failed("device_replace", e)),
+            Flavor::DetachAttach => {
+                self.iommu
+                    .device_detach(self.dev_id)
+                    .map_err(|e| failed("device_detach", e))?;
+                self.iommu
+                    .device_attach(self.dev_id, self.hwpt[to])
+                    .map(drop)
+                    .map_err(|e| failed("device_attach", e))
+            }
+        }
+    }
+
+    fn map(&self, dom: DomainIdx, iova: u64, target: u64, len: u64) -> Result<(), OpError> {
+        self.iommu
+            .ioas_map(self.ioas[dom], Some(iova), target, len, Prot::RW)
+            .map(drop)
+            .map_err(|e| failed("ioas_map", e))
+    }
+
+    fn unmap(&self, dom: DomainIdx, iova: u64, len: u64) -> Result<(), OpError> {
+        self.iommu
+            .ioas_unmap(self.ioas[dom], iova, len)
+            .map(drop)
+            .map_err(|e| failed("ioas_unmap", e))
+    }
+
+    fn quiesce(&self) {
+        self.iommu.synchronize().expect("synchronize");
+    }
+}

@@ -1,0 +1,620 @@
+//! The readable tables, the project's ratio targets, and the raw JSON.
+//!
+//! Every translate table compares each implementation with two references at the same
+//! reader count: `rwlock-btree` (the lock-based design viommu replaces) and `unsync-radix`
+//! (the same walk with no synchronization at all, the floor). The targets are ratios against
+//! those references, so they carry over between machines better than absolute numbers.
+
+use crate::args::{Config, Mode};
+use crate::baselines::Kind;
+use crate::scenarios::{CaseResult, Scenario, STORM_PERIOD};
+use crate::stats::{fmt_bytes, fmt_bytes_signed, fmt_ns, Dist};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Facts about the run and the machine, recorded with the results.
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    /// UTC date of the run.
+    pub date: String,
+    /// Quick or full.
+    pub mode: Mode,
+    /// The command line.
+    pub command: String,
+    /// `available_parallelism()` (what `nproc` prints).
+    pub nproc: usize,
+    /// The largest reader count.
+    pub max_readers: usize,
+    /// 4 KiB pages mapped in each domain.
+    pub pages: u64,
+    /// Storm pacing period in microseconds.
+    pub storm_period_us: u64,
+    /// Median cost of one `Instant::now()` pair on this machine (in every `translate_single`).
+    pub clock_pair_ns: u64,
+    /// CPU model, from `/proc/cpuinfo`.
+    pub cpu: Option<String>,
+    /// Kernel release, from `/proc/sys/kernel/osrelease`.
+    pub kernel: Option<String>,
+    /// Load averages (1, 5, 15 min) when the run started, from `/proc/loadavg`: other work on
+    /// the machine competes with the readers and shows up in the tails.
+    pub loadavg: Option<String>,
+    /// The build profile's optimization (`release` unless built otherwise).
+    pub profile: &'static str,
+}
+
+impl Meta {
+    /// Collects the facts for `cfg`.
+    pub fn collect(cfg: &Config, command: String) -> Meta {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string());
+        let loadavg = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+        Meta {
+            date: crate::stats::today_utc(),
+            mode: cfg.mode,
+            command,
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_readers: cfg.max_threads,
+            pages: cfg.pages,
+            storm_period_us: STORM_PERIOD.as_micros() as u64,
+            clock_pair_ns: clock_pair_ns(),
+            cpu,
+            kernel,
+            loadavg,
+            profile: if cfg!(debug_assertions) {
+                "debug (numbers are not meaningful)"
+            } else {
+                "release"
+            },
+        }
+    }
+}
+
+/// Median nanoseconds between two back-to-back `Instant::now()` calls.
+fn clock_pair_ns() -> u64 {
+    let mut v: Vec<u64> = (0..1001)
+        .map(|_| {
+            let a = std::time::Instant::now();
+            crate::stats::nanos(a.elapsed())
+        })
+        .collect();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// One project target, checked against this run.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    /// What is promised.
+    pub goal: &'static str,
+    /// What this run measured.
+    pub measured: String,
+    /// Whether the run meets it (`None`: the run lacks the cases to tell).
+    pub pass: Option<bool>,
+}
+
+/// The JSON document.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// Run facts.
+    pub meta: &'a Meta,
+    /// The project targets.
+    pub targets: &'a [Target],
+    /// Every case.
+    pub results: &'a [CaseResult],
+}
+
+fn find(rs: &[CaseResult], scenario: Scenario, kind: Kind, readers: usize) -> Option<&CaseResult> {
+    rs.iter().find(|r| {
+        r.scenario == scenario.name() && r.baseline == kind.name() && r.readers == readers
+    })
+}
+
+fn p999_block(r: &CaseResult) -> Option<u64> {
+    r.latency.get("translate_block64").map(|d| d.p999)
+}
+
+fn p999_single(r: &CaseResult) -> Option<u64> {
+    r.latency.get("translate_single").map(|d| d.p999)
+}
+
+/// Checks the project's targets against `rs`.
+pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
+    let mut out = Vec::new();
+    let two = 2.min(max_readers);
+    let storm = |k| find(rs, Scenario::TranslateReplace, k, two);
+    match (storm(Kind::Viommu), storm(Kind::RwLockBTree)) {
+        (Some(v), Some(b)) if two == 2 => {
+            let thr = v.mops / b.mops;
+            out.push(Target {
+                goal: "translate under a replace storm, 2 readers: >= 3x rwlock-btree throughput",
+                measured: format!("{thr:.2}x ({:.1} vs {:.1} Mops/s)", v.mops, b.mops),
+                pass: Some(thr >= 3.0),
+            });
+            if let (Some(pv), Some(pb)) = (p999_block(v), p999_block(b)) {
+                let gain = pb as f64 / pv as f64;
+                let single = match (p999_single(v), p999_single(b)) {
+                    (Some(sv), Some(sb)) => format!(
+                        "; one translation timed alone: {:.1}x ({} vs {})",
+                        sb as f64 / sv as f64,
+                        fmt_ns(sv),
+                        fmt_ns(sb)
+                    ),
+                    _ => String::new(),
+                };
+                out.push(Target {
+                    goal: "translate under a replace storm, 2 readers: p99.9 >= 10x lower than rwlock-btree",
+                    measured: format!(
+                        "{gain:.1}x lower ({} vs {}, per translation in blocks of 64){single}",
+                        fmt_ns(pv),
+                        fmt_ns(pb)
+                    ),
+                    pass: Some(gain >= 10.0),
+                });
+            }
+        }
+        _ => out.push(Target {
+            goal: "translate under a replace storm, 2 readers: >= 3x throughput, >= 10x lower p99.9 than rwlock-btree",
+            measured: "not measured (needs translate-replace with --threads >= 2)".into(),
+            pass: None,
+        }),
+    }
+    let idle = |k| find(rs, Scenario::TranslateIdle, k, 1);
+    match (idle(Kind::Viommu), idle(Kind::Unsync)) {
+        (Some(v), Some(u)) => {
+            let slow = u.mops / v.mops;
+            let guard = idle(Kind::ViommuGuard)
+                .map(|g| format!("; with a guard per 64: {:.2}x", u.mops / g.mops))
+                .unwrap_or_default();
+            out.push(Target {
+                goal: "single-thread translate (one-shot Device::translate) within 1.5x of unsync-radix",
+                measured: format!("{slow:.2}x slower ({:.1} vs {:.1} Mops/s){guard}", v.mops, u.mops),
+                pass: Some(slow <= 1.5),
+            });
+        }
+        _ => out.push(Target {
+            goal: "single-thread translate within 1.5x of unsync-radix",
+            measured: "not measured (needs translate-idle)".into(),
+            pass: None,
+        }),
+    }
+    let during_replace: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| {
+            (r.scenario == Scenario::TranslateReplace.name()
+                || r.scenario == Scenario::Replace.name())
+                && (r.baseline == Kind::Viommu.name() || r.baseline == Kind::ViommuGuard.name())
+        })
+        .collect();
+    if during_replace.is_empty() {
+        out.push(Target {
+            goal: "zero faults and zero wrong targets seen by readers during replace",
+            measured: "not measured (needs translate-replace or replace)".into(),
+            pass: None,
+        });
+    } else {
+        let faults: u64 = during_replace.iter().map(|r| r.faults).sum();
+        let wrong: u64 = during_replace.iter().map(|r| r.wrong).sum();
+        let ops: u64 = during_replace.iter().map(|r| r.reader_ops).sum();
+        let replaces: u64 = during_replace.iter().map(|r| r.writer_ops).sum();
+        let da: u64 = rs
+            .iter()
+            .filter(|r| r.baseline == Kind::DetachAttach.name() && r.readers > 0)
+            .filter(|r| r.scenario != Scenario::Memory.name())
+            .map(|r| r.faults)
+            .sum();
+        out.push(Target {
+            goal: "zero faults and zero wrong targets seen by readers during replace",
+            measured: format!(
+                "{faults} faults, {wrong} wrong in {ops} translations across {replaces} replaces (detach+attach: {da} faults)"
+            ),
+            pass: Some(faults == 0 && wrong == 0),
+        });
+    }
+    match rs
+        .iter()
+        .find(|r| r.scenario == Scenario::Memory.name() && r.baseline == Kind::Viommu.name())
+        .and_then(|r| r.memory.as_ref())
+    {
+        Some(m) => {
+            let worst = m.replace_delta().max(m.total_delta());
+            out.push(Target {
+                goal:
+                    "live heap after the replace (and map/unmap) cycles within 1 MiB of the start",
+                measured: format!(
+                    "{} after {} replaces, {} after {} map/unmap pairs too",
+                    fmt_bytes_signed(m.replace_delta()),
+                    m.replaces,
+                    fmt_bytes_signed(m.total_delta()),
+                    m.map_unmaps
+                ),
+                pass: Some(worst <= 1 << 20),
+            });
+        }
+        None => out.push(Target {
+            goal: "live heap after the replace cycles within 1 MiB of the start",
+            measured: "not measured (needs memory)".into(),
+            pass: None,
+        }),
+    }
+    out
+}
+
+/// A plain text table: a header row, right-aligned cells except the first two columns.
+struct Table {
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(head: &[&str]) -> Table {
+        Table {
+            head: head.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self, left: usize) -> String {
+        let n = self.head.len();
+        let mut w = vec![0; n];
+        for r in std::iter::once(&self.head).chain(&self.rows) {
+            for (i, c) in r.iter().enumerate().take(n) {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let mut s = String::new();
+        let line = |s: &mut String, r: &Vec<String>| {
+            let mut l = String::new();
+            for (i, c) in r.iter().enumerate().take(n) {
+                if i > 0 {
+                    l.push_str("  ");
+                }
+                if i < left {
+                    let _ = write!(l, "{c:<width$}", width = w[i]);
+                } else {
+                    let _ = write!(l, "{c:>width$}", width = w[i]);
+                }
+            }
+            s.push_str(l.trim_end());
+            s.push('\n');
+        };
+        line(&mut s, &self.head);
+        let total: usize = w.iter().sum::<usize>() + 2 * (n - 1);
+        s.push_str(&"-".repeat(total));
+        s.push('\n');
+        for r in &self.rows {
+            line(&mut s, r);
+        }
+        s
+    }
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() && x > 0.0 {
+        format!("{x:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
+fn dist_cell(d: Option<&Dist>, f: impl Fn(&Dist) -> u64) -> String {
+    d.map_or_else(|| "-".into(), |d| fmt_ns(f(d)))
+}
+
+fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
+    let rows: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| r.scenario == scenario.name())
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "readers",
+        "baseline",
+        "Mops/s",
+        "vs btree",
+        "limit/x",
+        "p50",
+        "p99",
+        "p99.9",
+        "1-op p99.9",
+        "tail gain",
+        "faults",
+        "wrong",
+        "allocs/op",
+        "writer/s",
+    ]);
+    for r in &rows {
+        let btree = find(rs, scenario, Kind::RwLockBTree, r.readers);
+        let limit = find(rs, scenario, Kind::Unsync, r.readers);
+        let block = r.latency.get("translate_block64");
+        let gain = match (btree.and_then(p999_block), p999_block(r)) {
+            (Some(b), Some(x)) => ratio(b as f64 / x as f64),
+            _ => "-".into(),
+        };
+        t.row(vec![
+            r.readers.to_string(),
+            r.baseline.to_string(),
+            format!("{:.1}", r.mops),
+            btree.map_or("-".into(), |b| ratio(r.mops / b.mops)),
+            limit.map_or("-".into(), |u| ratio(u.mops / r.mops)),
+            dist_cell(block, |d| d.p50),
+            dist_cell(block, |d| d.p99),
+            dist_cell(block, |d| d.p999),
+            dist_cell(r.latency.get("translate_single"), |d| d.p999),
+            gain,
+            r.faults.to_string(),
+            r.wrong.to_string(),
+            format!("{:.3}", r.allocs_per_op),
+            if r.writer_ops > 0 {
+                format!("{:.0}", r.writer_ops_per_s)
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    Some(t.render(2))
+}
+
+fn replace_table(rs: &[CaseResult]) -> Option<String> {
+    let rows: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Replace.name())
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "baseline",
+        "readers",
+        "replaces",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "faults",
+        "wrong",
+        "reader Mops/s",
+    ]);
+    for r in rows {
+        let d = r.latency.get("replace");
+        t.row(vec![
+            r.baseline.into(),
+            r.readers.to_string(),
+            r.writer_ops.to_string(),
+            dist_cell(d, |d| d.p50),
+            dist_cell(d, |d| d.p99),
+            dist_cell(d, |d| d.p999),
+            dist_cell(d, |d| d.max),
+            r.faults.to_string(),
+            r.wrong.to_string(),
+            format!("{:.1}", r.mops),
+        ]);
+    }
+    Some(t.render(1))
+}
+
+fn unmap_table(rs: &[CaseResult]) -> Option<String> {
+    let rows: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Unmap.name())
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "baseline",
+        "readers",
+        "pairs",
+        "unmap p50",
+        "p99",
+        "p99.9",
+        "max",
+        "map p50",
+        "map p99",
+        "reader Mops/s",
+    ]);
+    for r in rows {
+        let u = r.latency.get("unmap");
+        let m = r.latency.get("map");
+        t.row(vec![
+            r.baseline.into(),
+            r.readers.to_string(),
+            r.writer_ops.to_string(),
+            dist_cell(u, |d| d.p50),
+            dist_cell(u, |d| d.p99),
+            dist_cell(u, |d| d.p999),
+            dist_cell(u, |d| d.max),
+            dist_cell(m, |d| d.p50),
+            dist_cell(m, |d| d.p99),
+            format!("{:.1}", r.mops),
+        ]);
+    }
+    Some(t.render(1))
+}
+
+fn mapunmap_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
+    let rows: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| r.scenario == scenario.name())
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "baseline",
+        "pairs/s",
+        "vs btree",
+        "map p50",
+        "map p99",
+        "unmap p50",
+        "unmap p99",
+        "errors",
+    ]);
+    let btree = find(rs, scenario, Kind::RwLockBTree, 0);
+    for r in rows {
+        let m = r.latency.get("map");
+        let u = r.latency.get("unmap");
+        t.row(vec![
+            r.baseline.into(),
+            format!("{:.0}", r.writer_ops_per_s),
+            btree.map_or("-".into(), |b| {
+                ratio(r.writer_ops_per_s / b.writer_ops_per_s)
+            }),
+            dist_cell(m, |d| d.p50),
+            dist_cell(m, |d| d.p99),
+            dist_cell(u, |d| d.p50),
+            dist_cell(u, |d| d.p99),
+            r.writer_errors.to_string(),
+        ]);
+    }
+    Some(t.render(1))
+}
+
+fn memory_table(rs: &[CaseResult]) -> Option<String> {
+    let rows: Vec<&CaseResult> = rs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Memory.name() && r.memory.is_some())
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        "baseline",
+        "replaces",
+        "per s",
+        "live before",
+        "after replaces",
+        "map/unmaps",
+        "after all",
+        "peak over start",
+        "reader faults",
+    ]);
+    for r in rows {
+        let m = r.memory.as_ref().expect("filtered");
+        t.row(vec![
+            r.baseline.into(),
+            m.replaces.to_string(),
+            format!("{:.0}", m.replaces as f64 / m.replace_seconds.max(1e-9)),
+            fmt_bytes(m.live_before),
+            fmt_bytes_signed(m.replace_delta()),
+            m.map_unmaps.to_string(),
+            fmt_bytes_signed(m.total_delta()),
+            fmt_bytes_signed(m.peak as i64 - m.live_before as i64),
+            m.reader_faults.to_string(),
+        ]);
+    }
+    Some(t.render(1))
+}
+
+/// The whole readable report.
+pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "viommu-perf {:?} run, {} UTC, {} CPUs ({}), kernel {}, up to {} readers, {} pages a domain",
+        meta.mode,
+        meta.date,
+        meta.nproc,
+        meta.cpu.as_deref().unwrap_or("unknown CPU"),
+        meta.kernel.as_deref().unwrap_or("unknown"),
+        meta.max_readers,
+        meta.pages,
+    );
+    let _ = writeln!(
+        s,
+        "command: {}   (load average at start: {})",
+        meta.command,
+        meta.loadavg.as_deref().unwrap_or("unknown")
+    );
+    if meta.profile != "release" {
+        let _ = writeln!(s, "WARNING: {} build", meta.profile);
+    }
+    for scenario in [
+        Scenario::TranslateIdle,
+        Scenario::TranslateReplace,
+        Scenario::TranslateMapUnmap,
+    ] {
+        if let Some(t) = translate_table(rs, scenario) {
+            let _ = writeln!(s, "\n== {}: {}\n{t}", scenario.name(), scenario.describe());
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Mops/s: translations per second (millions) inside timed blocks, summed over readers.\n\
+         vs btree: throughput / rwlock-btree's.  limit/x: unsync-radix throughput / this (1.00x = the floor).\n\
+         p50..p99.9: per translation, timed in blocks of 64.  1-op p99.9: one translation timed alone\n\
+         (includes ~{}ns of clock).  tail gain: rwlock-btree's p99.9 / this one's (blocks of 64).",
+        meta.clock_pair_ns
+    );
+    if let Some(t) = replace_table(rs) {
+        let _ = writeln!(
+            s,
+            "\n== replace: {} (latency of the replace call)\n{t}",
+            Scenario::Replace.describe()
+        );
+    }
+    if let Some(t) = unmap_table(rs) {
+        let _ = writeln!(s, "\n== unmap: {}\n{t}", Scenario::Unmap.describe());
+    }
+    for scenario in [Scenario::MapUnmap4k, Scenario::MapUnmap2m] {
+        if let Some(t) = mapunmap_table(rs, scenario) {
+            let _ = writeln!(s, "\n== {}: {}\n{t}", scenario.name(), scenario.describe());
+        }
+    }
+    if let Some(t) = memory_table(rs) {
+        let _ = writeln!(
+            s,
+            "\n== memory: live heap (counting allocator), one reader translating throughout\n{t}"
+        );
+        for r in rs.iter().filter(|r| r.scenario == Scenario::Memory.name()) {
+            if let Some(n) = &r.note {
+                let _ = writeln!(s, "  {}: {n}", r.baseline);
+            }
+        }
+        if meta.mode == Mode::Quick {
+            let _ = writeln!(
+                s,
+                "  quick mode: 100k replace cycles and 20k map/unmap pairs (--full: 1M and 200k)"
+            );
+        }
+    }
+    let errors: Vec<&CaseResult> = rs.iter().filter(|r| r.writer_errors > 0).collect();
+    if !errors.is_empty() {
+        let _ = writeln!(s, "\n== writer errors");
+        for r in errors {
+            let _ = writeln!(
+                s,
+                "  {} {} readers={}: {} errors, first: {}",
+                r.scenario,
+                r.baseline,
+                r.readers,
+                r.writer_errors,
+                r.first_writer_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    let _ = writeln!(s, "\n== targets");
+    for t in targets {
+        let verdict = match t.pass {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "----",
+        };
+        let _ = writeln!(s, "  [{verdict}] {}\n         {}", t.goal, t.measured);
+    }
+    s
+}

@@ -1,0 +1,452 @@
+//! The scenarios, the plan of cases they expand to, and the result record of a case.
+//!
+//! A *case* is one scenario run against one implementation ([`Kind`]) with one reader count.
+//! Cases that would measure the same thing (the `replace` scenario and `translate-replace`
+//! at the largest reader count, for instance, or the unsynchronized table, which cannot have
+//! a writer, under any storm) run once and are reported under each scenario that asked.
+
+pub mod control;
+pub mod memory;
+pub mod readers;
+
+use crate::args::Config;
+use crate::baselines::{with_translator, Kind, Layout, PAGE, PAGE_2M};
+use crate::stats::{fmt_ns, Dist};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// One pacing period of every storm: one replace, or one map + unmap pair, per 10 µs.
+pub const STORM_PERIOD: Duration = Duration::from_micros(10);
+
+/// What the suite can measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// Translation latency and throughput, 1..N readers, no writer.
+    TranslateIdle,
+    /// The same under a replace storm.
+    TranslateReplace,
+    /// The same under a map/unmap storm.
+    TranslateMapUnmap,
+    /// Replace publish latency and the faults readers see during replaces.
+    Replace,
+    /// Unmap latency, fence included, with busy readers.
+    Unmap,
+    /// Map + unmap throughput and latency, 4 KiB pages, no readers.
+    MapUnmap4k,
+    /// The same with 2 MiB pages.
+    MapUnmap2m,
+    /// Live heap after many replace cycles and map/unmap cycles.
+    Memory,
+}
+
+impl Scenario {
+    /// Every scenario, in run order.
+    pub const ALL: [Scenario; 8] = [
+        Scenario::TranslateIdle,
+        Scenario::TranslateReplace,
+        Scenario::TranslateMapUnmap,
+        Scenario::Replace,
+        Scenario::Unmap,
+        Scenario::MapUnmap4k,
+        Scenario::MapUnmap2m,
+        Scenario::Memory,
+    ];
+
+    /// The name used by `--scenario` and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::TranslateIdle => "translate-idle",
+            Scenario::TranslateReplace => "translate-replace",
+            Scenario::TranslateMapUnmap => "translate-mapunmap",
+            Scenario::Replace => "replace",
+            Scenario::Unmap => "unmap",
+            Scenario::MapUnmap4k => "mapunmap-4k",
+            Scenario::MapUnmap2m => "mapunmap-2m",
+            Scenario::Memory => "memory",
+        }
+    }
+
+    /// The scenario called `name`.
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// One line for `--help` and the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::TranslateIdle => "translate latency/throughput, 1..N readers, no writer",
+            Scenario::TranslateReplace => "translate latency/throughput under a replace every 10us",
+            Scenario::TranslateMapUnmap => {
+                "translate latency/throughput under a 4K map+unmap every 10us"
+            }
+            Scenario::Replace => "replace publish latency; faults readers see (N readers)",
+            Scenario::Unmap => "unmap latency incl. the fence, N busy readers",
+            Scenario::MapUnmap4k => "map+unmap throughput and latency, 4 KiB, no readers",
+            Scenario::MapUnmap2m => "map+unmap throughput and latency, 2 MiB, no readers",
+            Scenario::Memory => "live heap after N replace cycles and map/unmap cycles",
+        }
+    }
+
+    /// The implementations this scenario compares. Flavours that would measure exactly what
+    /// another row measures are left out (detach + attach differs from viommu only in the
+    /// switch; the 64-translation guard only on the read side).
+    pub fn kinds(self) -> &'static [Kind] {
+        use Kind::*;
+        match self {
+            Scenario::TranslateIdle | Scenario::TranslateMapUnmap => {
+                &[Viommu, ViommuGuard, RwLockBTree, Iotlb, MutexRadix, Unsync]
+            }
+            Scenario::TranslateReplace => &[
+                Viommu,
+                ViommuGuard,
+                DetachAttach,
+                RwLockBTree,
+                Iotlb,
+                MutexRadix,
+                Unsync,
+            ],
+            Scenario::Replace => &[
+                Viommu,
+                ViommuGuard,
+                DetachAttach,
+                RwLockBTree,
+                Iotlb,
+                MutexRadix,
+            ],
+            Scenario::Unmap => &[Viommu, ViommuGuard, RwLockBTree, Iotlb, MutexRadix],
+            Scenario::MapUnmap4k | Scenario::MapUnmap2m => {
+                &[Viommu, RwLockBTree, Iotlb, MutexRadix]
+            }
+            Scenario::Memory => &[Viommu, DetachAttach, RwLockBTree, Iotlb, MutexRadix],
+        }
+    }
+}
+
+/// The writer running beside the readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storm {
+    /// No writer.
+    None,
+    /// One replace (alternating domains) per [`STORM_PERIOD`].
+    Replace,
+    /// One 4 KiB map + unmap pair per [`STORM_PERIOD`] in the active domain.
+    MapUnmap,
+}
+
+/// One unit of work of the plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// The scenario it reports under.
+    pub scenario: Scenario,
+    /// The implementation.
+    pub kind: Kind,
+    /// Reader threads (0 for control-only scenarios).
+    pub readers: usize,
+}
+
+impl Case {
+    /// What the case runs, as a key: equal keys measure the same thing.
+    fn key(&self) -> Option<(Storm, Kind, usize)> {
+        let storm = match self.scenario {
+            Scenario::TranslateIdle => Storm::None,
+            Scenario::TranslateReplace | Scenario::Replace => Storm::Replace,
+            Scenario::TranslateMapUnmap | Scenario::Unmap => Storm::MapUnmap,
+            _ => return None,
+        };
+        let storm = if self.kind.has_writer() {
+            storm
+        } else {
+            Storm::None
+        };
+        Some((storm, self.kind, self.readers))
+    }
+}
+
+/// Memory figures of one implementation.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryResult {
+    /// Replace calls made.
+    pub replaces: u64,
+    /// Replace calls asked for (fewer were made if the time cap hit first).
+    pub replaces_planned: u64,
+    /// Seconds the replaces took.
+    pub replace_seconds: f64,
+    /// Map + unmap pairs made.
+    pub map_unmaps: u64,
+    /// Live heap bytes before the cycles (after setup and a warm-up).
+    pub live_before: u64,
+    /// Live heap bytes after the replace cycles (after quiescing).
+    pub live_after_replaces: u64,
+    /// Live heap bytes after the map/unmap cycles too (after quiescing).
+    pub live_after_maps: u64,
+    /// Highest live heap bytes during the cycles.
+    pub peak: u64,
+    /// Translations the concurrent reader made during the cycles.
+    pub reader_ops: u64,
+    /// Faults it saw.
+    pub reader_faults: u64,
+}
+
+impl MemoryResult {
+    /// Bytes gained over the replace cycles (negative: released).
+    pub fn replace_delta(&self) -> i64 {
+        self.live_after_replaces as i64 - self.live_before as i64
+    }
+
+    /// Bytes gained over all cycles.
+    pub fn total_delta(&self) -> i64 {
+        self.live_after_maps as i64 - self.live_before as i64
+    }
+}
+
+/// Everything one case measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseResult {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Implementation name.
+    pub baseline: &'static str,
+    /// Reader threads.
+    pub readers: usize,
+    /// The writer that actually ran beside the readers.
+    pub storm: Storm,
+    /// Measured seconds (wall clock).
+    pub seconds: f64,
+    /// Translations made by all readers in the measured window.
+    pub reader_ops: u64,
+    /// Translations per second, in millions, counting only time inside timed blocks (request
+    /// generation and result checking excluded), summed over readers.
+    pub mops: f64,
+    /// The same over wall-clock time, harness work included.
+    pub mops_wall: f64,
+    /// Translations that faulted (every request is for a mapped IOVA).
+    pub faults: u64,
+    /// Translations that returned a target of neither domain.
+    pub wrong: u64,
+    /// Heap allocations per translation made by the reader threads.
+    pub allocs_per_op: f64,
+    /// Writer operations (replaces, or map + unmap pairs) in the measured window.
+    pub writer_ops: u64,
+    /// Writer operations per second.
+    pub writer_ops_per_s: f64,
+    /// Writer operations that failed.
+    pub writer_errors: u64,
+    /// The first writer error, if any.
+    pub first_writer_error: Option<String>,
+    /// Latency distributions by name: `translate_block64` (per translation, timed in blocks
+    /// of 64), `translate_single` (one translation timed alone, clock cost included),
+    /// `replace`, `map`, `unmap`.
+    pub latency: BTreeMap<&'static str, Dist>,
+    /// Memory figures (the `memory` scenario).
+    pub memory: Option<MemoryResult>,
+    /// Remarks (reused measurement, missing writer, capped cycles).
+    pub note: Option<String>,
+}
+
+impl CaseResult {
+    /// An empty record for `case`.
+    pub fn new(case: &Case, storm: Storm) -> CaseResult {
+        CaseResult {
+            scenario: case.scenario.name(),
+            baseline: case.kind.name(),
+            readers: case.readers,
+            storm,
+            seconds: 0.0,
+            reader_ops: 0,
+            mops: 0.0,
+            mops_wall: 0.0,
+            faults: 0,
+            wrong: 0,
+            allocs_per_op: 0.0,
+            writer_ops: 0,
+            writer_ops_per_s: 0.0,
+            writer_errors: 0,
+            first_writer_error: None,
+            latency: BTreeMap::new(),
+            memory: None,
+            note: None,
+        }
+    }
+
+    /// One progress line.
+    fn progress(&self) -> String {
+        let mut s = format!("{:<19} {:<16}", self.scenario, self.baseline);
+        if self.readers > 0 {
+            s += &format!(" readers={}", self.readers);
+        }
+        if self.reader_ops > 0 {
+            s += &format!(" {:8.1} Mops/s", self.mops);
+        }
+        if let Some(d) = self.latency.get("translate_single") {
+            s += &format!("  p99.9 {}", fmt_ns(d.p999));
+        }
+        for name in ["replace", "unmap"] {
+            if let Some(d) = self.latency.get(name) {
+                s += &format!("  {name} p99 {}", fmt_ns(d.p99));
+            }
+        }
+        if self.faults > 0 || self.wrong > 0 {
+            s += &format!("  faults={} wrong={}", self.faults, self.wrong);
+        }
+        if self.writer_errors > 0 {
+            s += &format!("  writer errors={}", self.writer_errors);
+        }
+        if let Some(m) = &self.memory {
+            s += &format!(
+                "  {} replaces, delta {}",
+                m.replaces,
+                crate::stats::fmt_bytes_signed(m.total_delta())
+            );
+        }
+        s
+    }
+}
+
+/// The reader counts: 1, 2, 4, ... up to `max`, and `max` itself.
+pub fn reader_counts(max: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |n| n.checked_mul(2))
+        .take_while(|&n| n < max)
+        .collect();
+    v.push(max.max(1));
+    v
+}
+
+/// Expands the configured scenarios into cases.
+pub fn plan(cfg: &Config) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &scenario in &cfg.scenarios {
+        let readers: Vec<usize> = match scenario {
+            Scenario::TranslateIdle | Scenario::TranslateReplace | Scenario::TranslateMapUnmap => {
+                reader_counts(cfg.max_threads)
+            }
+            Scenario::Replace | Scenario::Unmap => vec![cfg.max_threads],
+            Scenario::MapUnmap4k | Scenario::MapUnmap2m | Scenario::Memory => vec![0],
+        };
+        for &n in &readers {
+            for &kind in scenario.kinds() {
+                cases.push(Case {
+                    scenario,
+                    kind,
+                    readers: n,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// Runs every case of the plan, printing a progress line per case on stderr.
+pub fn run(cfg: &Config) -> Vec<CaseResult> {
+    let cases = plan(cfg);
+    let layout = Layout { pages: cfg.pages };
+    let mut done: HashMap<(Storm, Kind, usize), CaseResult> = HashMap::new();
+    let mut results = Vec::with_capacity(cases.len());
+    let width = cases.len().to_string().len();
+    let started = Instant::now();
+    for (i, case) in cases.iter().enumerate() {
+        let key = case.key();
+        let reused = key.and_then(|k| done.get(&k)).cloned();
+        let result = match reused {
+            Some(mut r) => {
+                let from = r.scenario;
+                r.scenario = case.scenario.name();
+                if from != r.scenario {
+                    r.note = Some(match r.note {
+                        Some(n) => format!("{n}; same run as {from}"),
+                        None => format!("same run as {from}"),
+                    });
+                }
+                r
+            }
+            None => {
+                let r = run_case(cfg, &layout, case);
+                if let Some(k) = key {
+                    done.insert(k, r.clone());
+                }
+                r
+            }
+        };
+        eprintln!(
+            "[{:>width$}/{}] {:>5.1}s {}",
+            i + 1,
+            cases.len(),
+            started.elapsed().as_secs_f64(),
+            result.progress()
+        );
+        results.push(result);
+    }
+    results
+}
+
+fn run_case(cfg: &Config, layout: &Layout, case: &Case) -> CaseResult {
+    match case.scenario {
+        Scenario::TranslateIdle
+        | Scenario::TranslateReplace
+        | Scenario::TranslateMapUnmap
+        | Scenario::Replace
+        | Scenario::Unmap => {
+            let (storm, _, _) = case.key().expect("reader scenarios have a key");
+            with_translator!(case.kind, layout, |t| readers::run(
+                &t, cfg, layout, case, storm
+            ))
+        }
+        Scenario::MapUnmap4k => {
+            with_translator!(case.kind, layout, |t| control::run(&t, cfg, case, PAGE))
+        }
+        Scenario::MapUnmap2m => {
+            with_translator!(case.kind, layout, |t| control::run(&t, cfg, case, PAGE_2M))
+        }
+        Scenario::Memory => {
+            with_translator!(case.kind, layout, |t| memory::run(&t, cfg, case))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_count_ladder() {
+        assert_eq!(reader_counts(1), vec![1]);
+        assert_eq!(reader_counts(2), vec![1, 2]);
+        assert_eq!(reader_counts(6), vec![1, 2, 4, 6]);
+        assert_eq!(reader_counts(8), vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+        }
+    }
+
+    #[test]
+    fn storms_dedupe() {
+        let a = Case {
+            scenario: Scenario::TranslateReplace,
+            kind: Kind::Viommu,
+            readers: 2,
+        };
+        let b = Case {
+            scenario: Scenario::Replace,
+            ..a
+        };
+        assert_eq!(a.key(), b.key());
+        let u = Case {
+            kind: Kind::Unsync,
+            ..a
+        };
+        let idle = Case {
+            scenario: Scenario::TranslateIdle,
+            ..u
+        };
+        assert_eq!(
+            u.key(),
+            idle.key(),
+            "no writer for the unsynchronized table"
+        );
+    }
+}

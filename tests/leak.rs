@@ -1,0 +1,267 @@
+//! Reclamation (G9): after any number of replace, map, unmap, attach and detach cycles,
+//! `synchronize()` brings the library's memory counters (`Stats::live_domains`,
+//! `Stats::live_tables`) back to their baseline, also while other threads keep pinning guards;
+//! with every object destroyed both are zero.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use viommu::{Access, Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot, Stats};
+
+const PAGE: u64 = 4096;
+const TWO_MIB: u64 = 2 << 20;
+const ONE_GIB: u64 = 1 << 30;
+/// A reserved range (an MSI doorbell window) of one device.
+const MSI: std::ops::Range<u64> = 0xfee0_0000..0xfef0_0000;
+
+fn bind(iommu: &Iommu, group: u32, info: DeviceInfo) -> (ObjId, Device) {
+    iommu
+        .device_bind(GroupId(group), info)
+        .expect("device_bind")
+}
+
+#[track_caller]
+fn assert_memory(now: Stats, base: Stats, when: &str) {
+    assert_eq!(
+        (now.live_domains, now.live_tables),
+        (base.live_domains, base.live_tables),
+        "{when}: (live_domains, live_tables) did not return to the baseline"
+    );
+}
+
+/// The first of the single pages `map_spread(_, _, salt)` maps; it goes to `SPREAD_TARGET`.
+fn spread_first(salt: u64) -> u64 {
+    (salt % 7) * TWO_MIB + PAGE
+}
+const SPREAD_TARGET: u64 = 0x1_0000_0000;
+
+/// Maps a spread of areas into `ioas`: single pages a GiB apart (each needs its own chain of
+/// table nodes), a run of 16 pages at 128 MiB, and a 2 MiB area at 132 MiB (a large leaf where
+/// supported). Returns the bytes mapped.
+fn map_spread(iommu: &Iommu, ioas: ObjId, salt: u64) -> u64 {
+    let mut bytes = 0;
+    for i in 0..8u64 {
+        let iova = i * ONE_GIB + spread_first(salt);
+        iommu
+            .ioas_map(ioas, Some(iova), SPREAD_TARGET + i * PAGE, PAGE, Prot::RW)
+            .unwrap();
+        bytes += PAGE;
+    }
+    iommu
+        .ioas_map(
+            ioas,
+            Some(64 * TWO_MIB),
+            0x2_0000_0000,
+            16 * PAGE,
+            Prot::READ,
+        )
+        .unwrap();
+    iommu
+        .ioas_map(ioas, Some(66 * TWO_MIB), 0x3_0000_0000, TWO_MIB, Prot::RW)
+        .unwrap();
+    bytes + 16 * PAGE + TWO_MIB
+}
+
+/// An automatic map of three pages.
+fn map_auto(iommu: &Iommu, ioas: ObjId) -> u64 {
+    let at = iommu
+        .ioas_map(ioas, None, 0x4_0000_0000, 3 * PAGE, Prot::RW)
+        .unwrap();
+    assert_eq!(at % PAGE, 0);
+    3 * PAGE
+}
+
+/// One round of everything that makes and retires domains and table nodes. Leaves every
+/// device detached, both IOASes empty and no HWPT alive.
+fn churn(iommu: &Iommu, devs: [ObjId; 3], ioas: [ObjId; 2], round: u64, peak: &mut Stats) {
+    let [a, b, c] = devs;
+    let user1 = iommu.hwpt_alloc(a, ioas[0], HwptFlags::empty()).unwrap();
+    let user2 = iommu
+        .hwpt_alloc(c, ioas[1], HwptFlags::NEST_PARENT)
+        .unwrap();
+
+    // Auto HWPT on ioas[0] for group 1, populated by maps made before and after the attach.
+    let mapped0 = map_spread(iommu, ioas[0], round);
+    let auto1 = iommu.device_attach(a, ioas[0]).unwrap();
+    assert_eq!(iommu.device_attach(b, ioas[0]), Ok(auto1));
+    iommu
+        .ioas_map(
+            ioas[0],
+            Some(100 * TWO_MIB),
+            0x5_0000_0000,
+            4 * PAGE,
+            Prot::RW,
+        )
+        .unwrap();
+
+    // Group 2 on an auto HWPT of ioas[1], then maps there.
+    iommu.device_attach(c, ioas[1]).unwrap();
+    let mapped1 = map_spread(iommu, ioas[1], round + 3) + map_auto(iommu, ioas[1]);
+
+    let s = iommu.stats();
+    peak.live_domains = peak.live_domains.max(s.live_domains);
+    peak.live_tables = peak.live_tables.max(s.live_tables);
+
+    // Any-to-any replaces: auto -> user (other IOAS) -> auto (back) -> user (same IOAS).
+    assert_eq!(iommu.device_replace(a, user2), Ok(user2));
+    let auto1b = iommu.device_replace(b, ioas[0]).unwrap();
+    assert_ne!(auto1b, auto1);
+    assert_eq!(iommu.device_replace(a, user1), Ok(user1));
+    assert_eq!(iommu.device_replace(c, user1), Ok(user1));
+
+    // Unmap in pieces, remap, unmap again.
+    assert_eq!(
+        iommu.ioas_unmap(ioas[0], 100 * TWO_MIB, 4 * PAGE),
+        Ok(4 * PAGE)
+    );
+    assert_eq!(
+        iommu.ioas_unmap(ioas[0], 64 * TWO_MIB, 4 * TWO_MIB),
+        Ok(16 * PAGE + TWO_MIB)
+    );
+    iommu
+        .ioas_map(
+            ioas[0],
+            Some(64 * TWO_MIB),
+            0x6_0000_0000,
+            TWO_MIB,
+            Prot::RW,
+        )
+        .unwrap();
+    assert_eq!(
+        iommu.ioas_unmap(ioas[0], 64 * TWO_MIB, TWO_MIB),
+        Ok(TWO_MIB)
+    );
+    let auto0 = map_auto(iommu, ioas[0]);
+
+    // Detach in an order that ends the group while the user HWPT stays alive.
+    iommu.device_detach(c).unwrap();
+    iommu.device_detach(a).unwrap();
+    iommu.device_detach(b).unwrap();
+    assert_eq!(
+        iommu.ioas_unmap(ioas[0], 0, u64::MAX),
+        Ok(mapped0 - 16 * PAGE - TWO_MIB + auto0)
+    );
+    assert_eq!(iommu.ioas_unmap(ioas[1], 0, u64::MAX), Ok(mapped1));
+    iommu.destroy(user1).unwrap();
+    iommu.destroy(user2).unwrap();
+}
+
+#[test]
+fn memory_returns_to_baseline_after_many_cycles() {
+    let iommu = Iommu::new();
+    let (a, _) = bind(&iommu, 1, DeviceInfo::default());
+    let (b, _) = bind(&iommu, 1, DeviceInfo::default());
+    let (c, _) = bind(
+        &iommu,
+        2,
+        DeviceInfo {
+            iova_bits: 48,
+            reserved: vec![MSI],
+        },
+    );
+    let ioas = [iommu.ioas_alloc().unwrap(), iommu.ioas_alloc().unwrap()];
+    iommu.synchronize().unwrap();
+    let base = iommu.stats();
+    assert_eq!((base.live_domains, base.live_tables), (0, 0));
+    let mut peak = base;
+    for round in 0..40 {
+        churn(&iommu, [a, b, c], ioas, round, &mut peak);
+        iommu.synchronize().unwrap();
+        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+    }
+    // The counters do count: the rounds held two domains and many table nodes.
+    assert!(peak.live_domains >= 2, "{peak:?}");
+    assert!(peak.live_tables > 2 * 8, "{peak:?}");
+    for id in ioas {
+        iommu.destroy(id).unwrap();
+    }
+    iommu.synchronize().unwrap();
+    let end = iommu.stats();
+    assert_eq!((end.live_domains, end.live_tables), (0, 0), "{end:?}");
+}
+
+/// Page-table nodes emptied by unmap are retired and freed after `synchronize`, while the
+/// domain itself lives on (its root stays).
+#[test]
+fn table_nodes_emptied_by_unmap_are_freed_after_synchronize() {
+    let iommu = Iommu::new();
+    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
+    let ioas = iommu.ioas_alloc().unwrap();
+    let hwpt = iommu.hwpt_alloc(dev, ioas, HwptFlags::empty()).unwrap();
+    iommu.device_attach(dev, hwpt).unwrap();
+    iommu.synchronize().unwrap();
+    let base = iommu.stats();
+    assert_eq!(base.live_domains, 1, "{base:?}");
+    assert!(base.live_tables >= 1, "{base:?}");
+    for round in 0..20 {
+        let bytes = map_spread(&iommu, ioas, round) + map_auto(&iommu, ioas);
+        let grown = iommu.stats();
+        assert!(
+            grown.live_tables > base.live_tables + 8,
+            "scattered maps allocated no table nodes: {grown:?}"
+        );
+        let first = h
+            .translate(spread_first(round), PAGE, Access::Read)
+            .expect("the domain mirrors the maps");
+        assert_eq!(first.as_slice()[0].target, SPREAD_TARGET);
+        assert_eq!(iommu.ioas_unmap(ioas, 0, u64::MAX), Ok(bytes));
+        iommu.synchronize().unwrap();
+        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+    }
+    iommu.device_detach(dev).unwrap();
+    iommu.destroy(hwpt).unwrap();
+    iommu.destroy(ioas).unwrap();
+    iommu.synchronize().unwrap();
+    let end = iommu.stats();
+    assert_eq!((end.live_domains, end.live_tables), (0, 0), "{end:?}");
+}
+
+/// The same churn while two other threads pin guards without pause (one on a device whose
+/// group stays on a domain of its own, one on a device that is never attached): whatever was
+/// retired before `synchronize()` is freed when it returns, whatever the readers do after.
+#[test]
+fn memory_returns_to_baseline_with_readers_pinning_concurrently() {
+    let iommu = Iommu::new();
+    let (a, _) = bind(&iommu, 1, DeviceInfo::default());
+    let (b, _) = bind(&iommu, 1, DeviceInfo::default());
+    let (c, _) = bind(&iommu, 2, DeviceInfo::default());
+    let (steady, steady_h) = bind(&iommu, 3, DeviceInfo::default());
+    let (_idle, idle_h) = bind(&iommu, 4, DeviceInfo::default());
+    let ioas = [iommu.ioas_alloc().unwrap(), iommu.ioas_alloc().unwrap()];
+    let own = iommu.ioas_alloc().unwrap();
+    iommu
+        .ioas_map(own, Some(0x1000), 0x7_0000_0000, PAGE, Prot::RW)
+        .unwrap();
+    iommu.device_attach(steady, own).unwrap();
+    iommu.synchronize().unwrap();
+    let base = iommu.stats();
+    assert_eq!(base.live_domains, 1, "{base:?}");
+
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        for h in [&steady_h, &idle_h] {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let g = h.pin();
+                    n += u64::from(g.translate(0x1000, PAGE, Access::Read).is_ok());
+                }
+                n
+            });
+        }
+        let mut peak = base;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for round in 0..15 {
+                churn(&iommu, [a, b, c], ioas, round, &mut peak);
+                iommu.synchronize().unwrap();
+                assert_memory(iommu.stats(), base, &format!("after round {round}"));
+            }
+        }));
+        stop.store(true, Ordering::Relaxed);
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+        assert!(peak.live_tables > base.live_tables, "{peak:?}");
+    });
+    assert!(steady_h.translate(0x1000, PAGE, Access::Read).is_ok());
+}
