@@ -8,9 +8,7 @@
 
 use crate::pagetable::PageTable;
 use crate::reclaim::Counters;
-use crate::sync::{Arc, EpochGuard, Ordering};
-use crate::translation::{ChunkVec, Translation};
-use crate::types::{Access, Fault, FaultKind};
+use crate::sync::{Arc, Ordering};
 
 pub(crate) enum DomainKind {
     /// Faults every access.
@@ -46,28 +44,6 @@ impl Domain {
         match &self.kind {
             DomainKind::Paging(pt) => Some(pt),
             DomainKind::Blocked => None,
-        }
-    }
-
-    /// Translates `iova ..= last` under `pin`.
-    #[inline]
-    pub(crate) fn translate(
-        &self,
-        iova: u64,
-        last: u64,
-        access: Access,
-        pin: &EpochGuard,
-    ) -> Result<Translation<'static>, Fault> {
-        match &self.kind {
-            DomainKind::Paging(pt) => {
-                let mut chunks = ChunkVec::new();
-                pt.translate_into(iova, last, access, pin, &mut chunks)?;
-                Ok(Translation::new(chunks))
-            }
-            DomainKind::Blocked => Err(Fault {
-                iova,
-                kind: FaultKind::Blocked,
-            }),
         }
     }
 }

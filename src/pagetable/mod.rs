@@ -34,7 +34,7 @@ pub(crate) use entry::Pte;
 
 use crate::reclaim::Counters;
 use crate::sync::{lock, Arc, AtomicU32, AtomicU64, EpochGuard, Mutex, Ordering};
-use crate::translation::ChunkVec;
+use crate::translation::{ChunkVec, Translation};
 use crate::types::{Access, Chunk, Fault, FaultKind, Prot, PAGE_SIZE};
 use std::ptr::NonNull;
 
@@ -123,7 +123,7 @@ impl PageTable {
     }
 
     /// Finds the leaf that maps `iova`: its entry and level.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, iova: u64, _pin: &EpochGuard) -> Option<(Pte, u32)> {
         let mut table = self.root.as_ptr() as *const Table;
         let mut level = self.levels - 1;
@@ -146,11 +146,72 @@ impl PageTable {
         }
     }
 
-    /// Appends the chunks that cover `iova ..= last` for `access` to `out` (merging with a
-    /// chunk already there when the targets are contiguous), or names the first IOVA that
-    /// cannot be translated.
-    #[inline]
-    pub(crate) fn translate_into(
+    /// Translates `iova ..= last` for `access`: the maximal chunks that cover it, or the
+    /// first IOVA that cannot be translated.
+    ///
+    /// The common case, a request inside one leaf, is one walk and one inline chunk; longer
+    /// requests continue in [`PageTable::translate_rest`].
+    #[inline(always)]
+    pub(crate) fn translate(
+        &self,
+        iova: u64,
+        last: u64,
+        access: Access,
+        pin: &EpochGuard,
+    ) -> Result<Translation<'static>, Fault> {
+        if last > self.aperture_last {
+            return Err(self.aperture_fault(iova));
+        }
+        let (pte, level) = self.leaf_for(iova, access, pin)?;
+        let mask = leaf_size(level) - 1;
+        let first = Chunk {
+            iova,
+            target: pte.target() | (iova & mask),
+            len: (iova | mask).min(last) - iova + 1,
+        };
+        let mut chunks = ChunkVec::new();
+        chunks.push(first);
+        if last > iova | mask {
+            self.translate_rest((iova | mask) + 1, last, access, pin, &mut chunks)?;
+        }
+        Ok(Translation::new(chunks))
+    }
+
+    #[cold]
+    fn aperture_fault(&self, iova: u64) -> Fault {
+        let at = if iova > self.aperture_last {
+            iova
+        } else {
+            self.aperture_last + 1
+        };
+        Fault {
+            iova: at,
+            kind: FaultKind::Aperture,
+        }
+    }
+
+    /// The leaf that maps `iova`, if it allows `access`.
+    #[inline(always)]
+    fn leaf_for(&self, iova: u64, access: Access, pin: &EpochGuard) -> Result<(Pte, u32), Fault> {
+        let Some((pte, level)) = self.lookup(iova, pin) else {
+            return Err(Fault {
+                iova,
+                kind: FaultKind::Unmapped,
+            });
+        };
+        if !pte.allows(access) {
+            return Err(Fault {
+                iova,
+                kind: FaultKind::Permission,
+            });
+        }
+        Ok((pte, level))
+    }
+
+    /// Appends the chunks that cover `iova ..= last` to `out`, merging each with the chunk
+    /// before it when the targets are contiguous.
+    #[inline(never)]
+    pub(crate) fn translate_rest(
         &self,
         iova: u64,
         last: u64,
@@ -158,31 +219,9 @@ impl PageTable {
         pin: &EpochGuard,
         out: &mut ChunkVec,
     ) -> Result<(), Fault> {
-        if last > self.aperture_last {
-            let at = if iova > self.aperture_last {
-                iova
-            } else {
-                self.aperture_last + 1
-            };
-            return Err(Fault {
-                iova: at,
-                kind: FaultKind::Aperture,
-            });
-        }
         let mut cur = iova;
         loop {
-            let Some((pte, level)) = self.lookup(cur, pin) else {
-                return Err(Fault {
-                    iova: cur,
-                    kind: FaultKind::Unmapped,
-                });
-            };
-            if !pte.allows(access) {
-                return Err(Fault {
-                    iova: cur,
-                    kind: FaultKind::Permission,
-                });
-            }
+            let (pte, level) = self.leaf_for(cur, access, pin)?;
             let mask = leaf_size(level) - 1;
             let target = pte.target() | (cur & mask);
             let end = (cur | mask).min(last);

@@ -23,9 +23,9 @@ fn tr(
     access: Access,
 ) -> Result<Vec<Chunk>, Fault> {
     let pin = r.pin();
-    let mut out = ChunkVec::new();
-    pt.translate_into(iova, iova + (len - 1), access, &pin, &mut out)?;
-    Ok(out.to_vec())
+    Ok(pt
+        .translate(iova, iova + (len - 1), access, &pin)?
+        .collect())
 }
 
 fn leaf_level(r: &Reclaim, pt: &PageTable, iova: u64) -> Option<u32> {
