@@ -187,13 +187,18 @@ impl Ctl {
         }
     }
 
-    /// The first auto HWPT of `ioas` (auto HWPTs of one IOAS are interchangeable here: their
-    /// domains all mirror it).
-    fn auto_hwpt_of(&self, ioas: ObjId) -> Option<ObjId> {
+    /// The oldest auto HWPT of `ioas` whose domain reaches at least `aperture_last`: a
+    /// compatible one. A narrower auto domain is not reused for a wider device, whose maps it
+    /// would otherwise limit (and keep limiting after the narrow device left).
+    fn auto_hwpt_of(&self, ioas: ObjId, aperture_last: u64) -> Option<ObjId> {
         let mut found: Option<ObjId> = None;
         for (&id, o) in &self.objects {
             if let Obj::Hwpt(h) = o {
-                if h.auto && h.ioas.id == ioas && found.is_none_or(|f| id < f) {
+                let reaches = h
+                    .domain
+                    .page_table()
+                    .is_some_and(|pt| pt.aperture_last() >= aperture_last);
+                if h.auto && h.ioas.id == ioas && reaches && found.is_none_or(|f| id < f) {
                     found = Some(id);
                 }
             }
@@ -201,11 +206,12 @@ impl Ctl {
         found
     }
 
-    /// Resolves the `pt` of attach/replace: an IOAS (auto domain) or a HWPT.
-    fn dest(&self, pt: ObjId) -> Result<Dest> {
+    /// Resolves the `pt` of attach/replace for devices reaching `aperture_last`: an IOAS
+    /// (a compatible auto HWPT, found or to be made) or a HWPT.
+    fn dest(&self, pt: ObjId, aperture_last: u64) -> Result<Dest> {
         match self.get(pt)? {
             Obj::Hwpt(_) => Ok(Dest::Hwpt(pt)),
-            Obj::Ioas(i) => Ok(match self.auto_hwpt_of(i.id) {
+            Obj::Ioas(i) => Ok(match self.auto_hwpt_of(i.id, aperture_last) {
                 Some(h) => Dest::Hwpt(h),
                 None => Dest::NewAuto(i.clone()),
             }),
@@ -456,7 +462,13 @@ impl Iommu {
         }
         let (gid, bits, limits) = (d.group, d.iova_bits, d.limits(dev));
         let group_hwpt = ctl.groups[&gid].hwpt;
-        let dest = ctl.dest(pt)?;
+        let dest = match (ctl.get(pt)?, group_hwpt) {
+            // A device joins its group's auto HWPT on that IOAS, whatever its shape.
+            (Obj::Ioas(i), Some(g)) if ctl.hwpt(g).auto && ctl.hwpt(g).ioas.id == i.id => {
+                Dest::Hwpt(g)
+            }
+            _ => ctl.dest(pt, limits.aperture_last)?,
+        };
         // A device joins its group's HWPT; anything else is a replace's job.
         if let Some(current) = group_hwpt {
             let joins = match &dest {
@@ -538,16 +550,7 @@ impl Iommu {
         let Some(old) = d.hwpt else {
             return Err(Error::NotAttached { dev });
         };
-        let (gid, bits) = (d.group, d.iova_bits);
-        let dest = match ctl.get(pt)? {
-            Obj::Ioas(i) if ctl.hwpt(old).auto && ctl.hwpt(old).ioas.id == i.id => Dest::Hwpt(old),
-            _ => ctl.dest(pt)?,
-        };
-        if let Dest::Hwpt(h) = dest {
-            if h == old {
-                return Ok(old);
-            }
-        }
+        let gid = d.group;
         let members: Vec<DeviceLimits> = ctl.groups[&gid]
             .devices
             .iter()
@@ -556,6 +559,20 @@ impl Iommu {
                 _ => None,
             })
             .collect();
+        let widest = members.iter().map(|m| m.aperture_last).max().unwrap_or(0);
+        // A new auto domain is shaped for the group's widest attached device.
+        let bits = widest.checked_add(1).map_or(64, u64::trailing_zeros) as u8;
+        let dest = match ctl.get(pt)? {
+            Obj::Ioas(i) if ctl.hwpt(old).auto && ctl.hwpt(old).ioas.id == i.id => {
+                Dest::Hwpt(old)
+            }
+            _ => ctl.dest(pt, widest)?,
+        };
+        if let Dest::Hwpt(h) = dest {
+            if h == old {
+                return Ok(old);
+            }
+        }
         let old_ioas = ctl.hwpt(old).ioas.clone();
         let new_ioas = match &dest {
             Dest::Hwpt(h) => ctl.hwpt(*h).ioas.clone(),
