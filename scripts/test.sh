@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --release
-if [ -x scripts/loom.sh ]; then
+if [ -f scripts/loom.sh ]; then
   bash scripts/loom.sh
 fi
