@@ -287,8 +287,30 @@ impl Iommu {
         }
     }
 
-    fn new_domain(&self, iova_bits: u8) -> Domain {
-        Domain::paging(iova_bits, &self.shared.reclaim.counters)
+    /// Makes a HWPT on `ioas` (locked as `st`): a new domain for `iova_bits`, populated with
+    /// every area before it joins the IOAS's mirror list (G7), and its ID.
+    fn add_hwpt(
+        &self,
+        ctl: &mut Ctl,
+        st: &mut IoasState,
+        ioas: Arc<Ioas>,
+        iova_bits: u8,
+        auto: bool,
+    ) -> ObjId {
+        let empty = Domain::paging(iova_bits, &self.shared.reclaim.counters);
+        let domain = Arc::new(st.build_domain(iova_bits, empty));
+        let id = ctl.alloc_id();
+        st.domains.push((id, domain.clone()));
+        ctl.objects.insert(
+            id,
+            Obj::Hwpt(HwptObj {
+                ioas,
+                domain,
+                auto,
+                users: 0,
+            }),
+        );
+        id
     }
 
     /// Binds a device into `group` (created on first use). The device starts detached: its
@@ -420,25 +442,9 @@ impl Iommu {
             }
             other => return Err(wrong_type(pt, ObjKind::Ioas, other)),
         };
-        let domain = {
-            let mut st = lock(&ioas.state);
-            st.check_fits(&limits, pt)?;
-            let domain = Arc::new(st.build_domain(bits, self.new_domain(bits)));
-            let id = ctl.alloc_id();
-            st.domains.push((id, domain.clone()));
-            (id, domain)
-        };
-        let (id, domain) = domain;
-        ctl.objects.insert(
-            id,
-            Obj::Hwpt(HwptObj {
-                ioas,
-                domain,
-                auto: false,
-                users: 0,
-            }),
-        );
-        Ok(id)
+        let mut st = lock(&ioas.state);
+        st.check_fits(&limits, pt)?;
+        Ok(self.add_hwpt(&mut ctl, &mut st, ioas.clone(), bits, false))
     }
 
     /// Attaches a detached device to `pt`: a HWPT, or an IOAS (the group's auto HWPT on it,
@@ -493,21 +499,7 @@ impl Iommu {
         // Commit: nothing below can fail.
         let hwpt = match dest {
             Dest::Hwpt(h) => h,
-            Dest::NewAuto(i) => {
-                let domain = Arc::new(st.build_domain(bits, self.new_domain(bits)));
-                let id = ctl.alloc_id();
-                st.domains.push((id, domain.clone()));
-                ctl.objects.insert(
-                    id,
-                    Obj::Hwpt(HwptObj {
-                        ioas: i,
-                        domain,
-                        auto: true,
-                        users: 0,
-                    }),
-                );
-                id
-            }
+            Dest::NewAuto(i) => self.add_hwpt(ctl, &mut st, i, bits, true),
         };
         st.add_device(&limits);
         drop(st);
@@ -591,21 +583,7 @@ impl Iommu {
         // Commit: nothing below can fail.
         let new = match dest {
             Dest::Hwpt(h) => h,
-            Dest::NewAuto(i) => {
-                let domain = Arc::new(st_new.build_domain(bits, self.new_domain(bits)));
-                let id = ctl.alloc_id();
-                st_new.domains.push((id, domain.clone()));
-                ctl.objects.insert(
-                    id,
-                    Obj::Hwpt(HwptObj {
-                        ioas: i,
-                        domain,
-                        auto: true,
-                        users: 0,
-                    }),
-                );
-                id
-            }
+            Dest::NewAuto(i) => self.add_hwpt(ctl, &mut st_new, i, bits, true),
         };
         if !same_ioas {
             for m in &members {
