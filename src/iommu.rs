@@ -555,9 +555,7 @@ impl Iommu {
         // A new auto domain is shaped for the group's widest attached device.
         let bits = widest.checked_add(1).map_or(64, u64::trailing_zeros) as u8;
         let dest = match ctl.get(pt)? {
-            Obj::Ioas(i) if ctl.hwpt(old).auto && ctl.hwpt(old).ioas.id == i.id => {
-                Dest::Hwpt(old)
-            }
+            Obj::Ioas(i) if ctl.hwpt(old).auto && ctl.hwpt(old).ioas.id == i.id => Dest::Hwpt(old),
             _ => ctl.dest(pt, widest)?,
         };
         if let Dest::Hwpt(h) = dest {

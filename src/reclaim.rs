@@ -32,9 +32,8 @@
 //! off until the flag is up. Every retirement is flushed to the global queue as soon as it is
 //! made, so the sentinel sits behind everything retired before the call.
 
-use crate::sync::{backoff, thread_local, Arc, AtomicBool, AtomicUsize, Collector, EpochGuard};
+use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Collector, EpochGuard};
 use crate::sync::{LocalHandle, Ordering};
-use std::cell::RefCell;
 
 /// How many collectors' handles a thread keeps cached; the oldest is dropped past this (a
 /// dropped handle is re-registered on next use; a guard alive on it keeps it valid).
@@ -43,7 +42,8 @@ const HANDLE_CACHE: usize = 8;
 // loom's `thread_local!` does not take a `const { }` initializer, so neither do we.
 #[allow(clippy::missing_const_for_thread_local)]
 mod handles {
-    use super::*;
+    use crate::sync::{thread_local, LocalHandle};
+    use std::cell::RefCell;
     thread_local! {
         pub(super) static HANDLES: RefCell<Vec<LocalHandle>> = RefCell::new(Vec::new());
     }

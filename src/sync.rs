@@ -153,6 +153,8 @@ mod cell {
             // SAFETY: `old` is unlinked from the cell by the swap above; only readers pinned
             // before the swap can see it, and the collector frees it after they unpin.
             unsafe { pin.defer_destroy(old) };
+            // Into the global queue now, so a `synchronize` from any thread waits for it.
+            pin.flush();
             out
         }
     }

@@ -1638,7 +1638,11 @@ fn a_user_hwpt_limits_maps_of_its_ioas_to_its_aperture() {
         .unwrap_err();
     assert_eq!(err.errno(), viommu::errno::EOVERFLOW);
     assert!(matches!(err, Error::OutsideAperture { aperture_end, .. } if aperture_end == 2 << 20));
-    assert_eq!(iommu.ioas_unmap(ioas, 0, u64::MAX), Ok(0), "nothing was mapped");
+    assert_eq!(
+        iommu.ioas_unmap(ioas, 0, u64::MAX),
+        Ok(0),
+        "nothing was mapped"
+    );
     iommu.destroy(hwpt).unwrap();
     assert_eq!(
         iommu.ioas_map(ioas, Some(4 << 20), 0x4000_0000, PAGE, Prot::RW),
