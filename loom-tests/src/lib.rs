@@ -1,1 +1,106 @@
-//! loom models live in `tests/`; this crate has no library code.
+//! Support code for viommu's loom models; the models themselves live in `tests/`.
+//!
+//! Everything here exists only under `--cfg viommu_loom` (`scripts/loom.sh` sets it), so a
+//! normal `cargo test --workspace` builds this crate to nothing. See `docs/loom.md` for what
+//! the models check and how to run them.
+
+#![cfg(viommu_loom)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use viommu::{Access, Device, FaultKind, Iommu, Stats};
+
+/// Preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set. loom's own default is
+/// unbounded, which no model here finishes in reasonable time.
+pub const DEFAULT_PREEMPTIONS: usize = 2;
+
+/// Scheduling points allowed in one execution when `LOOM_MAX_BRANCHES` is not set. Every
+/// atomic operation is one, set-up and teardown included, and a model here runs a few
+/// thousand (each control call pins, locks and walks tables; each fence spins on the epoch);
+/// loom's default of 1000 is sized for smaller models. A livelocked spin still hits it.
+pub const DEFAULT_BRANCHES: usize = 20_000;
+
+/// Address width of every model's devices: 16 bits are two levels of loom-sized (4-entry)
+/// tables, each level-1 entry covering four 4 KiB pages (16 KiB).
+pub const IOVA_BITS: u8 = 16;
+
+/// One 4 KiB page.
+pub const PAGE: u64 = 0x1000;
+
+/// Runs `f` under loom's model checker with the preemption bound from `LOOM_MAX_PREEMPTIONS`
+/// (default [`DEFAULT_PREEMPTIONS`]), and prints how many executions it explored.
+pub fn model<F>(name: &str, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(DEFAULT_PREEMPTIONS);
+    }
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = DEFAULT_BRANCHES;
+    }
+    let bound = builder.preemption_bound;
+    // A plain std counter: it lives outside the model and is not part of what loom explores.
+    let executions = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = executions.clone();
+    let start = Instant::now();
+    builder.check(move || {
+        count.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    println!(
+        "loom model {name}: {} executions, preemption bound {}, {:.1?}",
+        executions.load(Ordering::Relaxed),
+        bound.map_or_else(|| "none".to_string(), |b| b.to_string()),
+        start.elapsed(),
+    );
+}
+
+/// A device's view of one page: the target it translates to for a read, or the fault kind.
+pub fn target_of(dev: &Device, iova: u64) -> Result<u64, FaultKind> {
+    let guard = dev.pin();
+    page_target(&guard, iova)
+}
+
+/// One page through an existing guard: the single chunk's target, or the fault kind. Panics
+/// if the translation is not exactly one whole page (a torn or merged result).
+pub fn page_target(guard: &viommu::DmaGuard<'_>, iova: u64) -> Result<u64, FaultKind> {
+    match guard.translate(iova, PAGE, Access::Read) {
+        Ok(t) => {
+            let chunks = t.as_slice();
+            assert_eq!(
+                chunks.len(),
+                1,
+                "one page translates to one chunk: {chunks:?}"
+            );
+            assert_eq!(
+                chunks[0].iova, iova,
+                "chunk starts at the request: {chunks:?}"
+            );
+            assert_eq!(chunks[0].len, PAGE, "chunk covers the page: {chunks:?}");
+            Ok(chunks[0].target)
+        }
+        Err(f) => {
+            assert_eq!(f.iova, iova, "fault names the requested page: {f:?}");
+            Err(f.kind)
+        }
+    }
+}
+
+/// Waits for every guard and frees everything retired, then returns the counts.
+pub fn settled(iommu: &Iommu) -> Stats {
+    iommu
+        .synchronize()
+        .expect("no guard held by the model thread");
+    iommu.stats()
+}
+
+/// Asserts that nothing is left: no paging domain and no page-table node is still allocated.
+/// Call after every device is detached and every HWPT destroyed.
+pub fn assert_nothing_live(iommu: &Iommu) {
+    let s = settled(iommu);
+    assert_eq!(s.hwpts, 0, "every HWPT is gone: {s:?}");
+    assert_eq!(s.live_domains, 0, "every domain is freed: {s:?}");
+    assert_eq!(s.live_tables, 0, "every page-table node is freed: {s:?}");
+}
