@@ -743,7 +743,7 @@ impl Iommu {
     /// frees what was retired before the call (G9). `EDEADLK` from a thread holding a guard.
     pub fn synchronize(&self) -> Result<()> {
         self.check_not_pinned("synchronize")?;
-        self.shared.reclaim.synchronize();
+        self.shared.reclaim.synchronize_and_drain();
         Ok(())
     }
 

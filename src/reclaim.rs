@@ -144,6 +144,15 @@ impl Reclaim {
             backoff(&mut step);
         }
     }
+
+    /// `synchronize`, then one more grace period: a thread that popped an earlier bag may
+    /// still be running its frees when the sentinel runs elsewhere, but it is pinned while it
+    /// does, so the second grace period waits for it. After this, everything retired before
+    /// the call has been freed, not only handed to the free path (G9).
+    pub(crate) fn synchronize_and_drain(&self) {
+        self.synchronize();
+        self.synchronize();
+    }
 }
 
 impl Drop for Reclaim {
@@ -152,7 +161,7 @@ impl Drop for Reclaim {
     /// exits). No guard can be alive here: every guard borrows a `Device`, which holds us.
     fn drop(&mut self) {
         if !self.is_pinned() {
-            self.synchronize();
+            self.synchronize_and_drain();
         }
     }
 }
