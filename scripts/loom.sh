@@ -2,9 +2,9 @@
 # Runs viommu's loom models (loom-tests/, described in docs/loom.md).
 #
 # The library is rebuilt with `--cfg viommu_loom` (src/sync.rs switches every primitive to
-# loom's and the group cell to an epoch-protected stand-in for arc-swap) and
-# `--cfg crossbeam_loom` (crossbeam-epoch's own loom switch; the two go together), in a target
-# directory of its own so the normal build is not invalidated. Release mode: loom runs every
+# loom's and the group cell to an atomic-pointer stand-in for arc-swap; readers use the
+# symmetric grace-period protocol, which loom models), in a target directory of its own so the
+# normal build is not invalidated. Release mode: loom runs every
 # model tens of thousands of times.
 #
 # Environment:
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
-export RUSTFLAGS="--cfg viommu_loom --cfg crossbeam_loom -C debug-assertions=on"
+export RUSTFLAGS="--cfg viommu_loom -C debug-assertions=on"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target-loom}"
 
 harness_args=()

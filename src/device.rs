@@ -1,17 +1,19 @@
 //! The data plane: a `Device` handle, the `DmaGuard` a DMA thread holds while it translates
 //! and accesses memory, and translation itself.
 //!
-//! `Device::pin` is one epoch pin, one load of the device's attached flag and one load of
-//! its group's active domain; `DmaGuard::translate` is a page-table walk. None of it takes a
-//! lock, makes a syscall or allocates (a translation of at most
-//! [`crate::translation::INLINE_CHUNKS`] pieces is returned inline), and the only writes are
-//! to the calling thread's own epoch record and arc-swap debt slot (G11).
+//! `Device::pin` takes a guard slot of the calling thread ([`crate::grace`]), loads the
+//! device's attached flag and its group's generation, and uses the thread's cached snapshot of
+//! the group's domain when the generation is unchanged (else one load of the group's cell);
+//! `DmaGuard::translate` is a page-table walk. None of it takes a lock, makes a syscall, frees
+//! or allocates (a translation of at most [`crate::translation::INLINE_CHUNKS`] pieces is
+//! returned inline), and the only writes are to the calling thread's own slot and cache (G11,
+//! G13).
 
 use crate::domain::Domain;
+use crate::grace::{Grace, Pin};
 use crate::group::GroupShared;
 use crate::pagetable::PageTable;
-use crate::reclaim::Reclaim;
-use crate::sync::{Arc, AtomicBool, DomainRef, EpochGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::translation::Translation;
 use crate::types::{Access, Fault, FaultKind, GroupId, ObjId};
 use std::fmt;
@@ -20,7 +22,7 @@ use std::marker::PhantomData;
 /// What a `Device` handle shares with the control plane.
 pub(crate) struct DeviceShared {
     pub(crate) id: ObjId,
-    pub(crate) reclaim: Arc<Reclaim>,
+    pub(crate) grace: Arc<Grace>,
     pub(crate) group: Arc<GroupShared>,
     /// True while the device is attached. Set after its group's domain is published (attach),
     /// cleared before the detach fence.
@@ -35,17 +37,43 @@ pub struct Device {
     pub(crate) inner: Arc<DeviceShared>,
 }
 
+/// The way of the per-thread domain cache that a group uses.
+#[inline(always)]
+fn cache_way(group: &GroupShared) -> usize {
+    let addr = group as *const GroupShared as usize;
+    ((addr >> 4) ^ (addr >> 10)) % crate::grace::CACHE_WAYS
+}
+
 impl Device {
     /// Pins the current thread and takes one snapshot of the device's domain. Every
     /// translation through the guard uses that domain (G1); the memory behind those
     /// translations stays mapped until the guard is dropped (G5).
+    ///
+    /// A thread may hold any number of guards at once, of one device or many, of one `Iommu`
+    /// or many: each fence waits only for the guards alive when it began (G12).
     #[inline]
     pub fn pin(&self) -> DmaGuard<'_> {
-        let epoch = self.inner.reclaim.pin();
-        // ORDERING: Acquire pairs with the Release store in attach that follows the group's
-        // publish: a device seen attached also sees its group's domain.
-        let attached = self.inner.attached.load(Ordering::Acquire);
-        let domain = self.inner.group.active.load(&epoch);
+        let inner = &*self.inner;
+        let group = &*inner.group;
+        let (pin, (attached, domain)) = inner.grace.pin(|cache| {
+            // ORDERING: Acquire pairs with the Release store in attach that follows the
+            // group's publish: a device seen attached also sees its group's domain.
+            let attached = inner.attached.load(Ordering::Acquire);
+            // The snapshot: the thread's cached domain if the group's generation is the one
+            // it was cached under, else one load of the group's cell. Safe because a
+            // generation is never reused, and a domain swapped out of the cell is kept alive
+            // by the control plane until every guard pinned before the swap's generation
+            // store is gone (this guard's pin came first: see `crate::grace`).
+            let generation = group.generation();
+            let way = &mut cache.ways[cache_way(group)];
+            if way.0 != generation {
+                *way = (generation, group.active_ptr() as usize);
+            }
+            (attached, way.1 as *const Domain)
+        });
+        // SAFETY: `domain` is the group's domain at or after `generation`, made alive by the
+        // pin above until the guard drops (see the closure).
+        let domain = unsafe { &*domain };
         // Resolved once here, not on every translation: null for a detached device or the
         // blocked domain.
         let table = match domain.page_table() {
@@ -53,10 +81,9 @@ impl Device {
             _ => std::ptr::null(),
         };
         DmaGuard {
-            _domain: domain,
+            _pin: pin,
             table,
-            aperture_last: self.inner.aperture_last,
-            _epoch: epoch,
+            aperture_last: inner.aperture_last,
             _device: PhantomData,
         }
     }
@@ -92,17 +119,19 @@ impl fmt::Debug for Device {
     }
 }
 
-/// A DMA thread's pin: one domain snapshot plus an epoch pin. Not `Send`: it belongs to the
-/// thread that made it. While any guard of an `Iommu` is alive on a thread, that thread's
-/// `ioas_unmap`, `device_detach` and `synchronize` calls on the same `Iommu` return `EDEADLK`.
+/// A DMA thread's pin: one domain snapshot plus a grace-period slot. Not `Send`: it belongs
+/// to the thread that made it. While any guard of an `Iommu` is alive on a thread, that
+/// thread's `ioas_unmap`, `device_detach` and `synchronize` calls on the same `Iommu` return
+/// `EDEADLK` (they would wait for it).
+///
+/// Making and dropping a guard takes no lock, makes no system call, frees nothing and writes
+/// only the thread's own slot (G11, G13).
 pub struct DmaGuard<'d> {
-    // Field order matters: the domain snapshot is released before the epoch pin.
-    /// Held, not read: the snapshot keeps the domain (and so `table`) alive.
-    _domain: DomainRef<Domain>,
-    /// The snapshot's page table (inside `domain`), or null: the guard faults `Blocked`.
+    /// Keeps the snapshot (and so `table`) alive; cleared on drop.
+    _pin: Pin,
+    /// The snapshot's page table, or null: the guard faults `Blocked`.
     table: *const PageTable,
     aperture_last: u64,
-    _epoch: EpochGuard,
     _device: PhantomData<&'d Device>,
 }
 
@@ -117,9 +146,9 @@ impl DmaGuard<'_> {
     // cost of a hit). The multi-leaf tail stays out of line.
     #[inline(always)]
     pub fn translate(&self, iova: u64, len: u64, access: Access) -> Result<Translation<'_>, Fault> {
-        // SAFETY: `table` is null or points into the domain that `self.domain` keeps alive
-        // (a snapshot reference, dropped only with the guard); a domain's page table is
-        // never replaced.
+        // SAFETY: `table` is null or points into the domain that the guard's pin keeps alive
+        // (the control plane frees a swapped-out domain only after every guard pinned before
+        // the swap is gone); a domain's page table is never replaced.
         let Some(table) = (unsafe { self.table.as_ref() }) else {
             return Err(Fault {
                 iova,
@@ -131,19 +160,25 @@ impl DmaGuard<'_> {
         }
         let last = match iova.checked_add(len - 1) {
             Some(last) if last <= self.aperture_last => last,
-            _ => {
-                let at = if iova > self.aperture_last {
-                    iova
-                } else {
-                    self.aperture_last.wrapping_add(1)
-                };
-                return Err(Fault {
-                    iova: at,
-                    kind: FaultKind::Aperture,
-                });
-            }
+            _ => return Err(aperture_fault(iova, self.aperture_last)),
         };
-        table.translate(iova, last, access, &self._epoch)
+        table.translate(iova, last, access)
+    }
+}
+
+/// The fault of a request that leaves the aperture: at the aperture's end, or at the request's
+/// start if it starts outside or wraps past 2^64 with a 64-bit aperture (there is no IOVA past
+/// the top to name). Either way the IOVA lies inside the request.
+#[cold]
+fn aperture_fault(iova: u64, aperture_last: u64) -> Fault {
+    let at = if iova > aperture_last || aperture_last == u64::MAX {
+        iova
+    } else {
+        aperture_last + 1
+    };
+    Fault {
+        iova: at,
+        kind: FaultKind::Aperture,
     }
 }
 

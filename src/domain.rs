@@ -6,8 +6,8 @@
 //! the HWPT object, its IOAS's mirror list and every reader's snapshot each hold one, so a
 //! domain's memory is freed when the last of them lets go (never while a reader can walk it).
 
+use crate::grace::Counters;
 use crate::pagetable::PageTable;
-use crate::reclaim::Counters;
 use crate::sync::{Arc, Ordering};
 
 pub(crate) enum DomainKind {

@@ -138,6 +138,9 @@ pub enum Error {
         /// The alignment it needed.
         align: u64,
     },
+    /// `ENOSPC`: every object ID of this `Iommu` has been used (IDs are never reused).
+    #[error("object IDs are exhausted: all 2^32 - 1 have been allocated")]
+    IdsExhausted,
     /// `EADDRINUSE`: a device's reserved range collides with a mapping of the target IOAS.
     #[error("device {dev} reserves {reserved:#x?}, but the IOAS maps {mapping:#x?} there")]
     ReservedInUse {
@@ -196,7 +199,7 @@ impl Error {
             | Error::Incompatible { .. }
             | Error::InvalidArgument(_) => errno::EINVAL,
             Error::Busy { .. } | Error::AutoHwpt { .. } => errno::EBUSY,
-            Error::NoSpace { .. } => errno::ENOSPC,
+            Error::NoSpace { .. } | Error::IdsExhausted => errno::ENOSPC,
             Error::ReservedInUse { .. } => errno::EADDRINUSE,
             Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
             Error::Unsupported(_) => errno::EOPNOTSUPP,

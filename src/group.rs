@@ -3,24 +3,56 @@
 //! A group's active domain sits behind one [`DomainCell`] (an `arc_swap::ArcSwap` in
 //! production). Every device of the group reads it, so one `swap` switches them all at the
 //! same instant (G3), and a replace is that one store: the new domain is complete before it
-//! is published (G7), and a reader's snapshot keeps the old one alive and unchanged for as long
-//! as its guard lives (G1, G2).
+//! is published (G7).
+//!
+//! Next to the cell, a *generation* names the current publish: a fresh value from the
+//! `Iommu`'s counter, stored after every swap. DMA threads cache `(generation, domain)` per
+//! group and thread, so a pin that finds the generation unchanged uses its cached domain
+//! without touching the cell (see [`crate::device`] for why that is safe); a changed
+//! generation sends it to the cell once.
 
 use crate::domain::Domain;
-use crate::sync::{Arc, DomainCell};
+use crate::sync::{Arc, AtomicU64, DomainCell, Ordering};
 use crate::types::GroupId;
 
 /// The part of a group that DMA threads read; shared by the group's `Device` handles.
 pub(crate) struct GroupShared {
     pub(crate) id: GroupId,
-    pub(crate) active: DomainCell<Domain>,
+    active: DomainCell<Domain>,
+    generation: AtomicU64,
 }
 
 impl GroupShared {
-    pub(crate) fn new(id: GroupId, blocked: Arc<Domain>) -> GroupShared {
+    pub(crate) fn new(id: GroupId, blocked: Arc<Domain>, generation: u64) -> GroupShared {
         GroupShared {
             id,
             active: DomainCell::new(blocked),
+            generation: AtomicU64::new(generation),
         }
+    }
+
+    /// Publishes `domain` (one atomic swap, then the new generation) and returns the domain
+    /// it replaced, which the caller must retire rather than drop: readers may still use it.
+    /// Publishes of one group are serialized by the control plane's object-table lock.
+    pub(crate) fn publish(&self, domain: Arc<Domain>, generation: u64) -> Arc<Domain> {
+        let old = self.active.swap(domain);
+        // ORDERING: Release pairs with the Acquire load in `generation`: a reader that sees
+        // the new generation then loads the cell and finds the new domain (or a newer one).
+        self.generation.store(generation, Ordering::Release);
+        old
+    }
+
+    /// The current generation.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release store in `publish`.
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current domain's address. The caller holds a guard's grace-period pin, taken before
+    /// this call, for as long as it uses the address.
+    #[inline]
+    pub(crate) fn active_ptr(&self) -> *const Domain {
+        self.active.load_ptr()
     }
 }

@@ -9,7 +9,8 @@
 
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::sync::{Arc, EpochGuard, Mutex};
+use crate::pagetable::RetiredTables;
+use crate::sync::{Arc, Mutex};
 use crate::types::{ObjId, Prot, PAGE_SIZE};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -64,8 +65,9 @@ pub(crate) struct IoasState {
     /// Set by `destroy`: a map or unmap that looked the IOAS up just before fails `ENOENT`.
     pub(crate) destroyed: bool,
     pub(crate) areas: BTreeMap<u64, Area>,
-    /// Every paging domain (user or auto HWPT) built on this IOAS, by HWPT id.
-    pub(crate) domains: Vec<(ObjId, Arc<Domain>)>,
+    /// Every paging domain built on this IOAS: committed ones by HWPT id, and pending ones
+    /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
+    pub(crate) domains: Vec<(Option<ObjId>, Arc<Domain>)>,
     pub(crate) reserved: Vec<Reservation>,
     /// Aperture ends of the attached devices.
     pub(crate) apertures: Vec<(ObjId, u64)>,
@@ -143,15 +145,45 @@ impl IoasState {
         self.reserved.retain(|r| r.dev != dev);
     }
 
-    /// A new paging domain holding every area of this IOAS (not yet in the mirror list).
-    pub(crate) fn build_domain(&self, iova_bits: u8, domain: Domain) -> Domain {
-        debug_assert!(iova_bits >= 13);
+    /// Fills `domain` with every area of this IOAS and adds it to the mirror list as
+    /// pending, so that maps and unmaps from now on reach it too (G7). Work that grows with
+    /// the IOAS, done under this IOAS's lock only (G14).
+    pub(crate) fn add_pending(&mut self, domain: Domain) -> Arc<Domain> {
         if let Some(pt) = domain.page_table() {
             for (&start, a) in &self.areas {
                 pt.map(start, a.target, a.last - start + 1, a.prot);
             }
         }
+        let domain = Arc::new(domain);
+        self.domains.push((None, domain.clone()));
         domain
+    }
+
+    /// Names a pending domain with its HWPT id (the HWPT's commit).
+    pub(crate) fn commit_pending(&mut self, domain: &Arc<Domain>, hwpt: ObjId) {
+        for (id, d) in &mut self.domains {
+            if id.is_none() && Arc::ptr_eq(d, domain) {
+                *id = Some(hwpt);
+                return;
+            }
+        }
+        debug_assert!(false, "committing a domain that is not pending");
+    }
+
+    /// Drops a pending domain that its call did not commit.
+    pub(crate) fn discard_pending(&mut self, domain: &Arc<Domain>) {
+        self.domains
+            .retain(|(id, d)| id.is_some() || !Arc::ptr_eq(d, domain));
+    }
+
+    /// Removes a HWPT's domain from the mirror list.
+    pub(crate) fn remove_domain(&mut self, hwpt: ObjId) {
+        self.domains.retain(|(id, _)| *id != Some(hwpt));
+    }
+
+    /// HWPTs built on this IOAS (pending domains do not count: their call may still fail).
+    pub(crate) fn hwpt_count(&self) -> usize {
+        self.domains.iter().filter(|(id, _)| id.is_some()).count()
     }
 
     /// Maps `len` bytes of `target` at `iova` (or at a free IOVA) in the area set and in
@@ -244,7 +276,12 @@ impl IoasState {
 
     /// Removes the areas inside `iova .. iova + len` from the set and from every domain.
     /// `(0, u64::MAX)` removes everything. Returns the bytes unmapped.
-    pub(crate) fn unmap(&mut self, iova: u64, len: u64, pin: &EpochGuard) -> Result<u64> {
+    pub(crate) fn unmap(
+        &mut self,
+        iova: u64,
+        len: u64,
+        retired: &mut RetiredTables,
+    ) -> Result<u64> {
         let all = iova == 0 && len == u64::MAX;
         let (first, last) = if all {
             (0, u64::MAX)
@@ -282,7 +319,7 @@ impl IoasState {
             bytes = bytes.saturating_add(n);
             for (_, d) in &self.domains {
                 if let Some(pt) = d.page_table() {
-                    pt.unmap(s, n, pin);
+                    pt.unmap(s, n, retired);
                 }
             }
         }

@@ -57,11 +57,11 @@
 mod device;
 mod domain;
 mod error;
+mod grace;
 mod group;
 mod ioas;
 mod iommu;
 mod pagetable;
-mod reclaim;
 mod sync;
 mod translation;
 mod types;
@@ -73,7 +73,7 @@ pub struct ReadmeDoctests;
 
 pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
-pub use iommu::{Iommu, Stats};
+pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use translation::{Translation, INLINE_CHUNKS};
 pub use types::{
     Access, Chunk, DeviceInfo, Fault, FaultKind, GroupId, HwptFlags, ObjId, ObjKind, Prot,

@@ -1,41 +1,51 @@
 //! The one place that names concurrency primitives.
 //!
-//! Everything else in the crate imports atomics, `Arc`, `Mutex`, the epoch collector and the
+//! Everything else in the crate imports atomics, `Arc`, locks, the membarrier call and the
 //! active-domain cell from here, so that one cfg switches the whole crate to
-//! [loom](https://docs.rs/loom): build with `RUSTFLAGS="--cfg viommu_loom --cfg crossbeam_loom"`
+//! [loom](https://docs.rs/loom): build with `RUSTFLAGS="--cfg viommu_loom"`
 //! (`scripts/loom.sh` does it). The cfg is crate-prefixed so that a workspace-wide `RUSTFLAGS`
 //! meant for another crate's loom switch does not flip this one.
 //!
 //! # The active-domain cell
 //!
-//! In production a group's active domain lives in an [`arc_swap::ArcSwap`]: readers take a
-//! debt-slot `load()` (thread-local writes only), the control plane `swap`s in a new domain
-//! and gets the old `Arc` back. loom cannot see inside arc-swap (its debt lists use atomics loom
-//! does not model), and a mutex stand-in would hide exactly the race we want checked. So under
-//! `viommu_loom` the cell is a lock-free stand-in loom *can* model: a crossbeam-epoch
-//! `Atomic<Arc<T>>`. Readers load it under their epoch pin; `swap` exchanges the pointer and
-//! defers the old box (and so the cell's `Arc`) past a grace period. Both cells give the same
-//! contract: a reader's snapshot stays valid and unchanged for as long as its `DmaGuard`
-//! lives, and a `swap` is one atomic publish. What the stand-in cannot check is arc-swap's
-//! own internals, which its authors test with Miri and stress runs (`docs/loom.md`).
+//! In production a group's active domain lives in an [`arc_swap::ArcSwap`]: the control plane
+//! `swap`s in a new domain and gets the old `Arc` back; a reader that misses its per-thread
+//! snapshot cache `load`s it once and keeps the address, protected from then on by its
+//! guard's grace-period pin rather than by arc-swap's debt slot ([`crate::grace`]). loom cannot
+//! see inside arc-swap (its debt lists use atomics loom does not model), and a mutex stand-in
+//! would hide exactly the race we want checked. So under `viommu_loom` the cell is a lock-free
+//! stand-in loom *can* model: an `AtomicPtr` that owns one `Arc`. Both cells give the same
+//! contract: a `swap` is one atomic publish, and the value a reader loaded stays valid while
+//! its pin lives because the swapped-out `Arc` is retired, not dropped. What the stand-in
+//! cannot check is arc-swap's own internals, which its authors test with Miri and stress runs
+//! (`docs/loom.md`).
+//!
+//! # membarrier
+//!
+//! The grace-period protocol's asymmetric fence is Linux's `membarrier(2)`; without it (other
+//! systems, a kernel or sandbox that refuses it, loom, or `VIOMMU_NO_MEMBARRIER` set) readers
+//! pay one locked instruction per pin instead ([`crate::grace`]).
 
 #[cfg(not(viommu_loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard,
+    atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(not(viommu_loom))]
 pub(crate) use std::thread_local;
 
 #[cfg(viommu_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(viommu_loom)]
 pub(crate) use loom::thread_local;
 
-pub(crate) use crossbeam_epoch::{Collector, Guard as EpochGuard, LocalHandle};
+/// loom has no compiler fence; under loom readers never use the asymmetric protocol (see
+/// [`crate::grace`]), so this is never reached with a meaning.
+#[cfg(viommu_loom)]
+pub(crate) fn compiler_fence(_: Ordering) {}
 
 /// Locks a mutex, ignoring poisoning: control-plane code never panics while holding a lock
 /// (every fallible step is checked before the first mutation), so a poisoned lock can only
@@ -45,6 +55,68 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+/// Read-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match l.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Write-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match l.write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The heavy side of the asymmetric fence: makes every thread of the process that is running
+/// now execute a full memory barrier (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`), so that
+/// the readers' side can be a compiler fence. Returns false if the kernel refused (the caller
+/// then never asked readers to rely on it: see [`register_membarrier`]).
+#[cfg(all(target_os = "linux", not(viommu_loom)))]
+pub(crate) fn membarrier() -> bool {
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+    // SAFETY: a plain system call with integer arguments; it touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
+}
+
+/// Registers the process for private expedited membarrier (once; idempotent). True if the
+/// kernel supports it, in which case [`membarrier`] works from now on.
+#[cfg(all(target_os = "linux", not(viommu_loom)))]
+pub(crate) fn register_membarrier() -> bool {
+    use std::sync::OnceLock;
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        if std::env::var_os("VIOMMU_NO_MEMBARRIER").is_some() {
+            return false;
+        }
+        const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+        // SAFETY: a plain system call with integer arguments.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+            )
+        };
+        r == 0 && membarrier()
+    })
+}
+
+/// Without Linux's membarrier (other systems, and loom, which cannot model it) readers use
+/// the symmetric protocol.
+#[cfg(not(all(target_os = "linux", not(viommu_loom))))]
+pub(crate) fn register_membarrier() -> bool {
+    false
+}
+
+#[cfg(not(all(target_os = "linux", not(viommu_loom))))]
+pub(crate) fn membarrier() -> bool {
+    false
 }
 
 /// One step of a wait loop: spin briefly, then yield, then sleep in growing steps so that a
@@ -73,29 +145,27 @@ pub(crate) fn backoff(step: &mut u32) {
 
 #[cfg(not(viommu_loom))]
 mod cell {
-    use super::EpochGuard;
     use std::sync::Arc;
 
     /// A group's active-domain cell (production: arc-swap).
     pub(crate) struct DomainCell<T>(arc_swap::ArcSwap<T>);
-
-    /// A reader's snapshot of the cell; valid while it lives.
-    pub(crate) type DomainRef<T> = arc_swap::Guard<Arc<T>>;
 
     impl<T> DomainCell<T> {
         pub(crate) fn new(value: Arc<T>) -> Self {
             DomainCell(arc_swap::ArcSwap::new(value))
         }
 
-        /// One snapshot. The caller holds `_pin` for as long as it keeps the snapshot (the
-        /// loom stand-in needs it; arc-swap's debt slot protects the value by itself).
+        /// The current value's address. arc-swap protects the value while its load guard
+        /// lives; the caller needs it longer and must hold a grace-period pin (a
+        /// `DmaGuard`'s slot) taken before this call: the control plane keeps a value it
+        /// swapped out alive until every such pin is gone ([`crate::grace`]).
         #[inline]
-        pub(crate) fn load(&self, _pin: &EpochGuard) -> DomainRef<T> {
-            self.0.load()
+        pub(crate) fn load_ptr(&self) -> *const T {
+            Arc::as_ptr(&self.0.load())
         }
 
         /// One atomic publish; returns the value it replaced.
-        pub(crate) fn swap(&self, new: Arc<T>, _pin: &EpochGuard) -> Arc<T> {
+        pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
             self.0.swap(new)
         }
     }
@@ -103,72 +173,49 @@ mod cell {
 
 #[cfg(viommu_loom)]
 mod cell {
-    use super::{Arc, EpochGuard, Ordering};
-    use crossbeam_epoch::{Atomic, Owned};
+    use super::{Arc, AtomicPtr, Ordering};
 
-    /// A group's active-domain cell (loom: an epoch-protected atomic pointer).
+    /// A group's active-domain cell (loom: an atomic pointer that owns one `Arc`). loom cannot
+    /// see inside arc-swap; this stand-in has the same contract as the production cell: one
+    /// atomic publish, and a reader's pointer stays valid under its grace-period pin because
+    /// the control plane keeps the swapped-out `Arc` until the pin is gone.
     pub(crate) struct DomainCell<T> {
-        ptr: Atomic<Arc<T>>,
-    }
-
-    /// A reader's snapshot: a pointer into the cell's current box, valid while the epoch pin
-    /// that was passed to `load` lives (the `DmaGuard` holds both, and drops this first).
-    pub(crate) struct DomainRef<T>(*const T);
-
-    impl<T> std::ops::Deref for DomainRef<T> {
-        type Target = T;
-        fn deref(&self) -> &T {
-            // SAFETY: the pointer came from `load` under an epoch pin that the owner of this
-            // snapshot keeps alive for at least as long as the snapshot; `swap` frees the box
-            // only after a grace period, so the `Arc` it holds (and its `T`) is still alive.
-            unsafe { &*self.0 }
-        }
+        ptr: AtomicPtr<T>,
     }
 
     impl<T> DomainCell<T> {
         pub(crate) fn new(value: Arc<T>) -> Self {
             DomainCell {
-                ptr: Atomic::new(value),
+                ptr: AtomicPtr::new(Arc::into_raw(value) as *mut T),
             }
         }
 
-        pub(crate) fn load(&self, pin: &EpochGuard) -> DomainRef<T> {
-            // ORDERING: Acquire pairs with the AcqRel swap in `swap`, so the reader sees the
-            // new domain fully built (populated before publish, G7).
-            let shared = self.ptr.load(Ordering::Acquire, pin);
-            // SAFETY: the cell is never null (built with a value, swapped only for values),
-            // and the box is not freed before `pin` is released.
-            let arc: &Arc<T> = unsafe { shared.deref() };
-            DomainRef(Arc::as_ptr(arc))
+        pub(crate) fn load_ptr(&self) -> *const T {
+            // ORDERING: Acquire pairs with the AcqRel swap in `swap`: the reader sees the new
+            // domain fully built (populated before publish, G7).
+            self.ptr.load(Ordering::Acquire)
         }
 
-        pub(crate) fn swap(&self, new: Arc<T>, pin: &EpochGuard) -> Arc<T> {
-            // ORDERING: AcqRel: Release publishes the new domain's contents to readers'
-            // Acquire loads in `load`; Acquire orders our use of the old box after its
-            // publication.
-            let old = self.ptr.swap(Owned::new(new), Ordering::AcqRel, pin);
-            // SAFETY: `old` was the cell's value, so it is a live box; readers may still hold
-            // pointers into it, hence the deferred destroy below rather than a drop here.
-            let out = unsafe { old.deref() }.clone();
-            // SAFETY: `old` is unlinked from the cell by the swap above; only readers pinned
-            // before the swap can see it, and the collector frees it after they unpin.
-            unsafe { pin.defer_destroy(old) };
-            // Into the global queue now, so a `synchronize` from any thread waits for it.
-            pin.flush();
-            out
+        pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
+            // ORDERING: AcqRel: Release publishes the new domain's contents to `load_ptr`'s
+            // Acquire; Acquire orders our use of the old value after its own publication.
+            let old = self
+                .ptr
+                .swap(Arc::into_raw(new) as *mut T, Ordering::AcqRel);
+            // SAFETY: `old` came from `Arc::into_raw` (in `new` or an earlier `swap`) and the
+            // cell owned that reference; ownership passes to the caller.
+            unsafe { Arc::from_raw(old) }
         }
     }
 
     impl<T> Drop for DomainCell<T> {
         fn drop(&mut self) {
-            // SAFETY: `&mut self`: no reader can be loading from this cell any more (every
-            // reader holds the Arc that owns the cell), so the current box can go now.
-            unsafe {
-                let guard = crossbeam_epoch::unprotected();
-                drop(self.ptr.load(Ordering::Relaxed, guard).into_owned());
-            }
+            let ptr = self.ptr.load(Ordering::Relaxed);
+            // SAFETY: the cell owns one reference to its current value; `&mut self` means no
+            // reader loads from it any more.
+            drop(unsafe { Arc::from_raw(ptr) });
         }
     }
 }
 
-pub(crate) use cell::{DomainCell, DomainRef};
+pub(crate) use cell::DomainCell;

@@ -12,8 +12,8 @@
 //! # Readers
 //!
 //! [`PageTable::lookup`] walks from the root with one `Acquire` load a level. A reader holds
-//! an epoch pin (its `DmaGuard`'s), which keeps every table it can reach alive: tables are
-//! freed only through the collector. An entry is written with one atomic store, so a reader
+//! a guard (a grace-period pin, [`crate::grace`]), which keeps every table it can reach
+//! alive: tables are freed only after a grace period. An entry is written with one atomic store, so a reader
 //! sees a leaf whole or not at all.
 //!
 //! # Writers
@@ -22,8 +22,9 @@
 //! held around every write, the mutex only makes the serialization a fact of this type rather
 //! than of its callers). A new intermediate table is zero-filled *before* the `Release` store
 //! that links it, so a reader that follows the link sees zeros or later leaves, never garbage.
-//! `unmap` clears leaves and, bottom-up, unlinks every table it emptied and retires it to the
-//! collector; it never frees a table a reader might be walking.
+//! `unmap` clears leaves and, bottom-up, unlinks every table it emptied into a
+//! [`RetiredTables`] list that the caller retires; it never frees a table a reader might be
+//! walking.
 //!
 //! Each table counts its non-empty entries (`live`); the count is written only under the
 //! writer mutex, so `Relaxed` suffices for it.
@@ -32,8 +33,8 @@ mod entry;
 
 pub(crate) use entry::Pte;
 
-use crate::reclaim::Counters;
-use crate::sync::{lock, Arc, AtomicU32, AtomicU64, EpochGuard, Mutex, Ordering};
+use crate::grace::Counters;
+use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::translation::{ChunkVec, Translation};
 use crate::types::{Access, Chunk, Fault, FaultKind, Prot, PAGE_SIZE};
 use std::ptr::NonNull;
@@ -124,13 +125,14 @@ impl PageTable {
 
     /// Finds the leaf that maps `iova`: its entry and level.
     #[inline(always)]
-    pub(crate) fn lookup(&self, iova: u64, _pin: &EpochGuard) -> Option<(Pte, u32)> {
+    pub(crate) fn lookup(&self, iova: u64) -> Option<(Pte, u32)> {
         let mut table = self.root.as_ptr() as *const Table;
         let mut level = self.levels - 1;
         loop {
             // SAFETY: `table` is the root (alive as long as `self`) or was read from a valid
-            // table entry under `_pin`; tables are unlinked before they are retired and
-            // retired ones are freed only after every pin that could reach them is gone.
+            // table entry while the caller holds a guard (its grace-period pin); tables are
+            // unlinked before they are retired and retired ones are freed only after every
+            // guard that could reach them is gone (`crate::grace`).
             let slot = unsafe { &(*table).entries[index(iova, level)] };
             // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
             // zeroed entries and a leaf are visible once the entry that names them is).
@@ -157,12 +159,11 @@ impl PageTable {
         iova: u64,
         last: u64,
         access: Access,
-        pin: &EpochGuard,
     ) -> Result<Translation<'static>, Fault> {
         if last > self.aperture_last {
             return Err(self.aperture_fault(iova));
         }
-        let (pte, level) = self.leaf_for(iova, access, pin)?;
+        let (pte, level) = self.leaf_for(iova, access)?;
         let mask = leaf_size(level) - 1;
         let first = Chunk {
             iova,
@@ -172,7 +173,7 @@ impl PageTable {
         let mut chunks = ChunkVec::new();
         chunks.push(first);
         if last > iova | mask {
-            self.translate_rest((iova | mask) + 1, last, access, pin, &mut chunks)?;
+            self.translate_rest((iova | mask) + 1, last, access, &mut chunks)?;
         }
         Ok(Translation::new(chunks))
     }
@@ -192,8 +193,8 @@ impl PageTable {
 
     /// The leaf that maps `iova`, if it allows `access`.
     #[inline(always)]
-    fn leaf_for(&self, iova: u64, access: Access, pin: &EpochGuard) -> Result<(Pte, u32), Fault> {
-        let Some((pte, level)) = self.lookup(iova, pin) else {
+    fn leaf_for(&self, iova: u64, access: Access) -> Result<(Pte, u32), Fault> {
+        let Some((pte, level)) = self.lookup(iova) else {
             return Err(Fault {
                 iova,
                 kind: FaultKind::Unmapped,
@@ -216,18 +217,19 @@ impl PageTable {
         iova: u64,
         last: u64,
         access: Access,
-        pin: &EpochGuard,
         out: &mut ChunkVec,
     ) -> Result<(), Fault> {
         let mut cur = iova;
         loop {
-            let (pte, level) = self.leaf_for(cur, access, pin)?;
+            let (pte, level) = self.leaf_for(cur, access)?;
             let mask = leaf_size(level) - 1;
             let target = pte.target() | (cur & mask);
             let end = (cur | mask).min(last);
             let len = end - cur + 1;
             match out.last_mut() {
-                Some(c) if c.target.wrapping_add(c.len) == target => c.len += len,
+                // Never across the top of the target space: a chunk ending at 2^64 and one
+                // starting at 0 are not contiguous memory.
+                Some(c) if c.target.checked_add(c.len) == Some(target) => c.len += len,
                 _ => out.push(Chunk {
                     iova: cur,
                     target,
@@ -303,7 +305,7 @@ impl PageTable {
 
     /// Clears every leaf in `iova .. iova + len` (whole leaves: the IOAS never splits one)
     /// and retires every table that became empty.
-    pub(crate) fn unmap(&self, iova: u64, len: u64, pin: &EpochGuard) {
+    pub(crate) fn unmap(&self, iova: u64, len: u64, retired: &mut RetiredTables) {
         let _writer = lock(&self.writer);
         let last = iova + (len - 1);
         let last = last.min(self.aperture_last);
@@ -311,7 +313,7 @@ impl PageTable {
             return;
         }
         // SAFETY: the root is ours; the writer lock is held.
-        unsafe { self.clear(self.root, self.levels - 1, 0, iova, last, pin) };
+        unsafe { self.clear(self.root, self.levels - 1, 0, iova, last, retired) };
     }
 
     /// Clears `start ..= last` below `table`, which covers IOVAs from `base` at `level`.
@@ -326,7 +328,7 @@ impl PageTable {
         base: u64,
         start: u64,
         last: u64,
-        pin: &EpochGuard,
+        retired: &mut RetiredTables,
     ) {
         // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
         let t = unsafe { table.as_ref() };
@@ -358,7 +360,7 @@ impl PageTable {
                     child_base,
                     start.max(child_base),
                     last.min(child_last),
-                    pin,
+                    retired,
                 )
             };
             // SAFETY: `child` is still linked (only this writer unlinks).
@@ -366,24 +368,9 @@ impl PageTable {
                 // ORDERING: Release pairs with the Acquire load in `lookup`.
                 slot.store(0, Ordering::Release);
                 t.live.fetch_sub(1, Ordering::Relaxed);
-                self.retire(child, pin);
+                retired.push(child, &self.counters);
             }
         }
-    }
-
-    /// Hands an unlinked table to the collector.
-    fn retire(&self, table: NonNull<Table>, pin: &EpochGuard) {
-        let counters = self.counters.clone();
-        let addr = table.as_ptr() as usize;
-        // SAFETY: the table is unlinked (no new reader can reach it) and empty (it owns no
-        // children); readers that reached it before the unlink are pinned, and the collector
-        // runs this only after they have unpinned.
-        unsafe {
-            pin.defer_unchecked(move || {
-                drop(Box::from_raw(addr as *mut Table));
-                counters.tables.fetch_sub(1, Ordering::Relaxed);
-            })
-        };
     }
 
     /// Frees `table` and everything below it.
@@ -411,6 +398,46 @@ impl PageTable {
         // SAFETY: allocated by `Table::alloc` as a Box; freed exactly once.
         drop(unsafe { Box::from_raw(table.as_ptr()) });
         self.counters.tables.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Page-table nodes an unmap unlinked, waiting for their grace period
+/// ([`crate::grace::Garbage::Tables`]); dropping this frees them.
+#[derive(Default)]
+pub(crate) struct RetiredTables {
+    tables: Vec<NonNull<Table>>,
+    counters: Option<Arc<Counters>>,
+}
+
+// SAFETY: the nodes are unlinked and owned by this list alone; nothing else touches them.
+unsafe impl Send for RetiredTables {}
+
+impl RetiredTables {
+    fn push(&mut self, table: NonNull<Table>, counters: &Arc<Counters>) {
+        if self.counters.is_none() {
+            self.counters = Some(counters.clone());
+        }
+        self.tables.push(table);
+    }
+
+    /// True if nothing was retired.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+impl Drop for RetiredTables {
+    fn drop(&mut self) {
+        let n = self.tables.len();
+        for table in self.tables.drain(..) {
+            // SAFETY: unlinked (no new reader can reach it) and empty (it owns no children);
+            // the list is dropped only after a grace period, when no guard that reached it
+            // before the unlink is alive; each node is in one list once.
+            drop(unsafe { Box::from_raw(table.as_ptr()) });
+        }
+        if let Some(c) = &self.counters {
+            c.tables.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 

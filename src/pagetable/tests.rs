@@ -2,35 +2,48 @@
 //! adjacent ranges, retirement of emptied tables.
 
 use super::*;
-use crate::reclaim::Reclaim;
+use crate::grace::Counters;
 use crate::types::FaultKind;
 
 const K4: u64 = 4 << 10;
 const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
 
-fn table(bits: u8) -> (Reclaim, PageTable) {
-    let r = Reclaim::new();
+/// The counters a table reports to, as `r.counters` (the name the tests read).
+struct Owner {
+    counters: Arc<Counters>,
+}
+
+fn owner() -> Owner {
+    Owner {
+        counters: Arc::new(Counters::default()),
+    }
+}
+
+fn table(bits: u8) -> (Owner, PageTable) {
+    let r = owner();
     let pt = PageTable::new(bits, r.counters.clone());
     (r, pt)
 }
 
+/// Unmaps and frees what it retired at once (no reader exists in these tests).
+fn unmap(pt: &PageTable, iova: u64, len: u64) {
+    let mut retired = RetiredTables::default();
+    pt.unmap(iova, len, &mut retired);
+}
+
 fn tr(
-    r: &Reclaim,
+    _r: &Owner,
     pt: &PageTable,
     iova: u64,
     len: u64,
     access: Access,
 ) -> Result<Vec<Chunk>, Fault> {
-    let pin = r.pin();
-    Ok(pt
-        .translate(iova, iova + (len - 1), access, &pin)?
-        .collect())
+    Ok(pt.translate(iova, iova + (len - 1), access)?.collect())
 }
 
-fn leaf_level(r: &Reclaim, pt: &PageTable, iova: u64) -> Option<u32> {
-    let pin = r.pin();
-    pt.lookup(iova, &pin).map(|(_, l)| l)
+fn leaf_level(_r: &Owner, pt: &PageTable, iova: u64) -> Option<u32> {
+    pt.lookup(iova).map(|(_, l)| l)
 }
 
 #[test]
@@ -194,17 +207,10 @@ fn unmap_clears_leaves_and_retires_emptied_tables() {
     pt.map(5 << 39, 0x1000, 4 * K4, Prot::RW);
     pt.map((5 << 39) + G1, 2 * G1, G1, Prot::RW);
     assert_eq!(r.counters.tables.load(Ordering::Relaxed), base + 3); // L3, L2, L1 tables
-    {
-        let pin = r.pin();
-        pt.unmap(5 << 39, 4 * K4, &pin);
-    }
+    unmap(&pt, 5 << 39, 4 * K4);
     assert!(tr(&r, &pt, 5 << 39, K4, Access::Read).is_err());
     assert!(tr(&r, &pt, (5 << 39) + G1, K4, Access::Read).is_ok());
-    {
-        let pin = r.pin();
-        pt.unmap((5 << 39) + G1, G1, &pin);
-    }
-    r.synchronize();
+    unmap(&pt, (5 << 39) + G1, G1);
     assert_eq!(
         r.counters.tables.load(Ordering::Relaxed),
         base,
@@ -212,17 +218,11 @@ fn unmap_clears_leaves_and_retires_emptied_tables() {
     );
     // Neighbours on both sides of an unmapped page stay.
     pt.map(0, 0x1000, 3 * K4, Prot::RW);
-    {
-        let pin = r.pin();
-        pt.unmap(0, 3 * K4, &pin);
-    }
+    unmap(&pt, 0, 3 * K4);
     pt.map(0, 0x1000, K4, Prot::RW);
     pt.map(K4, 0x9000, K4, Prot::RW);
     pt.map(2 * K4, 0x3000, K4, Prot::RW);
-    {
-        let pin = r.pin();
-        pt.unmap(K4, K4, &pin);
-    }
+    unmap(&pt, K4, K4);
     assert!(tr(&r, &pt, 0, K4, Access::Read).is_ok());
     assert!(tr(&r, &pt, K4, K4, Access::Read).is_err());
     assert!(tr(&r, &pt, 2 * K4, K4, Access::Read).is_ok());
@@ -230,7 +230,7 @@ fn unmap_clears_leaves_and_retires_emptied_tables() {
 
 #[test]
 fn drop_frees_every_table() {
-    let r = Reclaim::new();
+    let r = owner();
     {
         let pt = PageTable::new(48, r.counters.clone());
         pt.map(0, 0, 64 * M2 + 5 * K4, Prot::RW);

@@ -1,0 +1,323 @@
+//! Grace periods: the protocol that DMA guards and the control plane's fences share, and the
+//! list of retired memory that waits for them.
+//!
+//! # The problem
+//!
+//! A DMA thread pins, translates, accesses guest memory and unpins, millions of times a
+//! second; the control plane unlinks page-table nodes and swaps out domains, and must know
+//! when no guard can still see what it unlinked (to free it, G9) or translate into what it
+//! unmapped (to return from `ioas_unmap`, G5). The fences must wait for *guards*, not threads:
+//! a thread that always holds some guard (overlapping guards; one thread serving several
+//! devices) must not hold a fence forever (G12). And nothing may be freed, locked or
+//! system-called on the DMA thread (G13).
+//!
+//! # Guard slots and one epoch counter
+//!
+//! Each thread that pins an `Iommu` owns a [`Participant`]: a block of guard slots (more
+//! blocks are chained on when a thread holds more guards at once than it ever has). A slot is
+//! `0` when free, or holds the value of the `Iommu`'s epoch counter read when its guard was
+//! made. So each overlapping guard records its own epoch.
+//!
+//! A fence ([`Grace::synchronize`]) *bumps* the counter to a new value `T` (an `AcqRel` RMW,
+//! after whatever it must fence was unlinked) and waits until no slot holds a value in
+//! `1 .. T`. A guard made after the bump reads an epoch `>= T` and is never waited for; a guard
+//! made before it is waited for exactly once, until its slot is cleared or re-pinned. That is
+//! G12, and `EDEADLK` is exact: the call would wait for the calling thread's own guard iff the
+//! thread holds any guard of this `Iommu` at the call ([`Grace::is_pinned`]).
+//!
+//! Why a guard with epoch `e >= T` cannot see what was unlinked before the bump to `T`: it
+//! read `e` with `Acquire`, and every write of the counter is an RMW, so it synchronizes with
+//! the bump and sees the unlink. Why a guard that pinned with `e < T` but whose slot the fence
+//! saw empty cannot see it either: that is the store-buffer pattern. The reader stores its slot,
+//! then loads shared pointers; the fence unlinks, then loads the slot. One of the two must see
+//! the other's store, which needs a full barrier on both sides. Two ways to pay for it:
+//!
+//! * **asymmetric** (Linux, the default): the reader's side is a compiler fence only; the
+//!   fence side calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which runs a full
+//!   barrier on every CPU that runs a thread of this process. A pin is then two plain stores
+//!   and no locked instruction.
+//! * **symmetric** (no membarrier, other systems, and loom, which models it): the reader's slot
+//!   store is an `AcqRel` swap and the fence reads each slot with an `AcqRel` RMW: whichever
+//!   comes first in the slot's modification order synchronizes with the other. One locked
+//!   instruction a pin.
+//!
+//! `VIOMMU_NO_MEMBARRIER=1` in the environment forces the symmetric protocol (the stress
+//! tests run both).
+//!
+//! # Retired memory and `safe`
+//!
+//! Memory that readers might still reach (a replaced-away domain, page-table nodes an unmap
+//! emptied) is [retired](Grace::retire): the retirement bumps the epoch to some `B` and the
+//! memory waits in a list tagged `B`. `safe` is the largest `S` known to have no live guard
+//! with epoch below it; an entry is due once `safe >= B`. `safe` advances when a fence
+//! completes (to its `T`) and when a control call [polls](Grace::poll) (one bump, one heavy
+//! fence, one pass over the slots, no waiting). Due entries are dropped by the control call
+//! that finds them ([`Grace::collect`]), after it has released every lock: a DMA thread never
+//! frees anything, runs no destructor and takes no lock (G13). A thread first pinning an
+//! `Iommu` registers (allocates, takes the registry's lock) once; so does a thread that holds
+//! more guards at once than it ever has (a new slot block).
+//!
+//! # Batched fences
+//!
+//! [`Grace::completion`] tags work done so far with a bump `T` and returns; many such
+//! completions are settled by one later wait ([`Grace::wait_for`]), which is how a front end
+//! completes a queue's worth of unmaps with one grace period.
+
+mod retire;
+mod thread;
+
+pub(crate) use retire::Garbage;
+pub(crate) use thread::{Pin, CACHE_WAYS};
+
+use crate::sync::{backoff, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
+use crate::sync::{AtomicUsize, Ordering};
+use thread::Participant;
+
+/// Live-object counters, for [`crate::Stats`] and the leak tests.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Paging domains allocated and not yet freed.
+    pub(crate) domains: AtomicUsize,
+    /// Page-table nodes (roots included) allocated and not yet freed.
+    pub(crate) tables: AtomicUsize,
+}
+
+/// A value alone on its cache lines (two, against the adjacent-line prefetcher).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// One `Iommu`'s grace-period domain: its epoch, its participants and its retired memory.
+pub(crate) struct Grace {
+    /// Process-unique; keys the per-thread participant list (an address could be reused).
+    id: u64,
+    /// Read by every pin; written by bumps (fences, retirements, polls).
+    epoch: Padded<AtomicU64>,
+    /// Every guard pinned with an epoch below this has been dropped.
+    safe: AtomicU64,
+    /// Generations for group publishes: unique per publish, so a per-thread domain cache is
+    /// validated by one comparison ([`crate::device`]).
+    next_generation: AtomicU64,
+    /// Readers use the asymmetric protocol (membarrier registered).
+    asymmetric: bool,
+    /// Every participant ever registered (recycled when their thread exits).
+    participants: Mutex<Vec<Arc<Participant>>>,
+    /// Retired memory, tagged with the bump that followed its unlinking.
+    retired: Mutex<Vec<(u64, Garbage)>>,
+    /// `collect` calls that took entries out of `retired` and are still freeing them.
+    freeing: AtomicUsize,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// A fence that was started and not waited for: it completes once every guard alive when it
+/// was made has been dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+impl Grace {
+    pub(crate) fn new() -> Grace {
+        // Process-wide, never reused (a plain std atomic: it is not part of any protocol).
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Grace {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: Padded(AtomicU64::new(1)),
+            safe: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            asymmetric: register_membarrier(),
+            participants: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
+            freeing: AtomicUsize::new(0),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// A fresh publish generation (never 0, never repeated).
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Advances the epoch and returns its new value `T`: guards made from now on record
+    /// `>= T` and see everything this thread did before the call.
+    fn bump(&self) -> u64 {
+        // ORDERING: AcqRel. Release pairs with the Acquire epoch load in `Pin` creation
+        // (`thread::enter`): a guard that reads `>= T` sees every unlink before this bump (all
+        // writes of the epoch are RMWs, so later bumps carry the release sequence). Acquire
+        // pairs with earlier bumps' Release, so an unlink retired under an earlier bump is
+        // ordered before our slot scan.
+        self.epoch.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The heavy side of the store-buffer pattern (see the module docs), between a bump and
+    /// a scan of the slots.
+    fn heavy_fence(&self) {
+        if self.asymmetric {
+            membarrier();
+        }
+    }
+
+    /// Reads a slot for a fence with target `target`: true if it holds no guard older than
+    /// the target (free, or pinned at `>= target`).
+    fn slot_done(&self, slot: &AtomicU64, target: u64) -> bool {
+        let done = |v: u64| v == 0 || v >= target;
+        // ORDERING: Acquire pairs with the Release stores of `thread::enter` and `Pin::drop`:
+        // a fence that sees a slot cleared (or re-pinned) sees every access the guard made.
+        let v = slot.load(Ordering::Acquire);
+        if self.asymmetric || !done(v) {
+            return done(v);
+        }
+        // ORDERING: AcqRel RMW pairs with the AcqRel swap in `thread::enter` (symmetric
+        // protocol): if the reader's swap comes later it synchronizes with this RMW and sees
+        // every unlink before our bump; if earlier, we read its value.
+        done(slot.fetch_add(0, Ordering::AcqRel))
+    }
+
+    /// Starts a fence: everything the calling thread unlinked before this call is covered.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket(self.bump())
+    }
+
+    /// True once every guard alive when `ticket` was made has been dropped (polls once, never
+    /// waits).
+    pub(crate) fn is_done(&self, ticket: Ticket) -> bool {
+        // ORDERING: Acquire pairs with the AcqRel `fetch_max` that advanced `safe`.
+        if self.safe.load(Ordering::Acquire) >= ticket.0 {
+            return true;
+        }
+        self.poll();
+        self.safe.load(Ordering::Acquire) >= ticket.0
+    }
+
+    /// Waits until every guard alive when `ticket` was made has been dropped. The caller has
+    /// checked that it holds no guard of this `Iommu` itself.
+    pub(crate) fn wait_for(&self, ticket: Ticket) {
+        // ORDERING: Acquire pairs with the AcqRel `fetch_max` below (another waiter's).
+        if self.safe.load(Ordering::Acquire) >= ticket.0 {
+            return;
+        }
+        // A target of our own, after `ticket`: one wait settles every ticket made so far.
+        let target = self.bump();
+        self.heavy_fence();
+        for p in self.participants_snapshot() {
+            for slot in p.slots() {
+                let mut step = 0;
+                while !self.slot_done(slot, target) {
+                    backoff(&mut step);
+                }
+            }
+        }
+        // ORDERING: AcqRel: Release publishes that the guards are gone to `is_done`/`collect`
+        // readers of `safe` (Acquire); Acquire orders us after earlier advances.
+        self.safe.fetch_max(target, Ordering::AcqRel);
+    }
+
+    /// A fence: waits until every guard alive at the call has been dropped.
+    pub(crate) fn synchronize(&self) {
+        let t = self.ticket();
+        self.wait_for(t);
+    }
+
+    /// Advances `safe` without waiting: one bump, one heavy fence and one pass over the slots.
+    pub(crate) fn poll(&self) {
+        let target = self.bump();
+        self.heavy_fence();
+        let mut oldest = target;
+        for p in self.participants_snapshot() {
+            for slot in p.slots() {
+                if !self.slot_done(slot, target) {
+                    // ORDERING: Relaxed: the value only bounds `safe` from above; the
+                    // synchronization was done by `slot_done`.
+                    oldest = oldest.min(slot.load(Ordering::Relaxed).max(1));
+                }
+            }
+        }
+        // ORDERING: AcqRel, as in `wait_for`.
+        self.safe.fetch_max(oldest, Ordering::AcqRel);
+    }
+
+    fn participants_snapshot(&self) -> Vec<Arc<Participant>> {
+        lock(&self.participants).clone()
+    }
+
+    /// Hands memory that readers may still reach to the retired list (after it was unlinked
+    /// or swapped out). Freed by a later [`Grace::collect`] once no guard can see it.
+    pub(crate) fn retire(&self, garbage: Garbage) {
+        let tag = self.bump();
+        lock(&self.retired).push((tag, garbage));
+    }
+
+    /// Retires under an existing ticket (the unmap's own fence covers it).
+    pub(crate) fn retire_under(&self, ticket: Ticket, garbage: Garbage) {
+        lock(&self.retired).push((ticket.0, garbage));
+    }
+
+    /// Frees every retired entry that no guard can see any more; returns how many. Runs
+    /// destructors (a whole page table, possibly), so callers hold no lock.
+    pub(crate) fn collect(&self) -> usize {
+        // ORDERING: Acquire pairs with the AcqRel `fetch_max` of `safe`.
+        let safe = self.safe.load(Ordering::Acquire);
+        let due: Vec<(u64, Garbage)> = {
+            let mut list = lock(&self.retired);
+            if list.iter().all(|(tag, _)| *tag > safe) {
+                return 0;
+            }
+            let (due, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(tag, _)| *tag <= safe);
+            *list = keep;
+            // ORDERING: Relaxed: read under the same mutex by `wait_for_frees`' first step,
+            // and its decrement below is Release.
+            self.freeing.fetch_add(1, Ordering::Relaxed);
+            due
+        };
+        let n = due.len();
+        drop(due);
+        // ORDERING: Release pairs with the Acquire load in `wait_for_frees`: the frees above
+        // are done before a waiter sees the count drop.
+        self.freeing.fetch_sub(1, Ordering::Release);
+        n
+    }
+
+    /// Waits until no other thread is still freeing entries it took from the retired list
+    /// (so that after `synchronize`, what was retired before it is freed, not only taken).
+    pub(crate) fn wait_for_frees(&self) {
+        let mut step = 0;
+        loop {
+            let busy = {
+                let _list = lock(&self.retired);
+                // ORDERING: Acquire pairs with the Release decrement in `collect`.
+                self.freeing.load(Ordering::Acquire)
+            };
+            if busy == 0 {
+                return;
+            }
+            backoff(&mut step);
+        }
+    }
+
+    /// Entries waiting in the retired list.
+    pub(crate) fn retired_len(&self) -> usize {
+        lock(&self.retired).len()
+    }
+
+    /// What a control call does on its way out: polls if something waits to be freed, then
+    /// frees what is due.
+    pub(crate) fn maintain(&self) {
+        if self.retired_len() > 0 {
+            self.poll();
+            self.collect();
+        }
+    }
+
+    /// True if the calling thread holds a guard of this `Iommu`: a fence would wait for it.
+    pub(crate) fn is_pinned(&self) -> bool {
+        thread::is_pinned(self)
+    }
+}
+
+impl Drop for Grace {
+    fn drop(&mut self) {
+        // No guard is alive (each borrows a `Device`, which holds us), so everything retired
+        // can go; participants still listed in a thread's cache are marked dead so that the
+        // thread drops them on its next miss.
+        for p in lock(&self.participants).iter() {
+            p.mark_dead();
+        }
+    }
+}

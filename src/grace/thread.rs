@@ -1,0 +1,318 @@
+//! The reader's side: per-thread participants, their guard slots, and pins.
+//!
+//! A thread keeps, per `Iommu` it has pinned, one entry in a thread-local list: the
+//! [`Participant`] it owns in that `Iommu` and a small cache of domain snapshots
+//! ([`DomainCache`], used by [`crate::device`]). A pin finds the entry (one comparison in the
+//! common case of one `Iommu`), takes the first free slot of its participant, records the
+//! epoch there and runs the caller's lookup; dropping the [`Pin`] clears the slot. Nothing
+//! else is written, and nothing is freed or locked, except when the thread first pins an
+//! `Iommu` (registration) or holds more guards at once than it ever has (a new slot block).
+//!
+//! When a thread exits, its participants return to their `Iommu`'s registry for the next
+//! thread to claim, so the registry is bounded by the most threads ever pinning at once.
+
+use super::Grace;
+use crate::sync::Ordering;
+use crate::sync::{compiler_fence, lock, thread_local, Arc, AtomicBool, AtomicPtr, AtomicU64};
+use std::cell::RefCell;
+use std::ptr::NonNull;
+
+/// Guard slots in one block.
+#[cfg(not(viommu_loom))]
+const SLOTS: usize = 8;
+/// Guard slots in one block (loom-sized, so that models reach a second block).
+#[cfg(viommu_loom)]
+const SLOTS: usize = 2;
+
+/// Ways of the per-thread domain cache (direct-mapped by group address).
+pub(crate) const CACHE_WAYS: usize = 8;
+
+struct SlotBlock {
+    slots: [AtomicU64; SLOTS],
+    /// The next block, or null; written once by the owner (Release), read by fences.
+    next: AtomicPtr<SlotBlock>,
+}
+
+impl SlotBlock {
+    fn new() -> SlotBlock {
+        SlotBlock {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+/// One thread's guard slots in one `Iommu`. Aligned so that two threads' slots never share a
+/// cache line.
+#[repr(align(128))]
+pub(crate) struct Participant {
+    first: SlotBlock,
+    /// Claimed by a live thread.
+    owned: AtomicBool,
+    /// Its `Iommu`'s grace domain is still alive.
+    alive: AtomicBool,
+}
+
+impl Participant {
+    fn new() -> Participant {
+        Participant {
+            first: SlotBlock::new(),
+            owned: AtomicBool::new(true),
+            alive: AtomicBool::new(true),
+        }
+    }
+
+    /// Every slot, block by block.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &AtomicU64> {
+        let mut block: *const SlotBlock = &self.first;
+        std::iter::from_fn(move || {
+            // SAFETY: `block` is null, our first block, or a block linked after it; blocks are
+            // freed only by `Participant::drop`, and `&self` is alive.
+            let b = unsafe { block.as_ref() }?;
+            // ORDERING: Acquire pairs with the Release store that linked the next block, so
+            // its zeroed slots are seen.
+            block = b.next.load(Ordering::Acquire);
+            Some(b.slots.iter())
+        })
+        .flatten()
+    }
+
+    /// A free slot of this (owned) participant; links a new block if every slot is taken.
+    /// Owner only: only the owner writes a slot non-zero, so its own loads are exact.
+    #[inline]
+    fn free_slot(&self) -> &AtomicU64 {
+        for s in &self.first.slots {
+            // ORDERING: Relaxed: the owner reads its own writes.
+            if s.load(Ordering::Relaxed) == 0 {
+                return s;
+            }
+        }
+        self.free_slot_slow()
+    }
+
+    #[cold]
+    fn free_slot_slow(&self) -> &AtomicU64 {
+        let mut block = &self.first;
+        loop {
+            if let Some(s) = block.slots.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
+                return s;
+            }
+            // ORDERING: Relaxed: only the owner links blocks.
+            let next = block.next.load(Ordering::Relaxed);
+            if next.is_null() {
+                let new = Box::into_raw(Box::new(SlotBlock::new()));
+                // ORDERING: Release pairs with the Acquire load in `slots`: a fence that
+                // reaches the block sees its zeroed slots.
+                block.next.store(new, Ordering::Release);
+                // SAFETY: just allocated and linked; freed only by `Participant::drop`.
+                return unsafe { &(*new).slots[0] };
+            }
+            // SAFETY: a linked block lives as long as the participant.
+            block = unsafe { &*next };
+        }
+    }
+
+    fn any_pinned(&self) -> bool {
+        self.slots().any(|s| s.load(Ordering::Relaxed) != 0)
+    }
+
+    pub(super) fn mark_dead(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+    }
+
+    /// Returns the participant to its registry (its thread is gone).
+    fn release(&self) {
+        // ORDERING: Release pairs with the Acquire CAS in `claim`: the next owner sees our
+        // last slot stores.
+        self.owned.store(false, Ordering::Release);
+    }
+
+    /// Claims a released participant for the calling thread.
+    fn claim(&self) -> bool {
+        self.owned
+            // ORDERING: Acquire pairs with `release`.
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        // ORDERING: Relaxed: `&mut self`, no other thread can touch the blocks.
+        let mut next = self.first.next.load(Ordering::Relaxed);
+        while !next.is_null() {
+            // SAFETY: every linked block came from `Box::into_raw` and is freed once, here,
+            // with exclusive access.
+            let block = unsafe { Box::from_raw(next) };
+            next = block.next.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A per-thread cache of domain snapshots: `(generation, domain address)` per way.
+pub(crate) struct DomainCache {
+    pub(crate) ways: [(u64, usize); CACHE_WAYS],
+}
+
+/// One `Iommu` in a thread's list.
+struct Entry {
+    grace: u64,
+    participant: Arc<Participant>,
+    cache: DomainCache,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // A thread that exits while a guard is alive (leaked with `mem::forget`) keeps its
+        // participant: a fence waits for that guard forever, as it must.
+        if !self.participant.any_pinned() {
+            self.participant.release();
+        }
+    }
+}
+
+// loom's `thread_local!` does not take a `const { }` initializer, so neither do we.
+#[allow(clippy::missing_const_for_thread_local)]
+mod local {
+    use super::{thread_local, Entry, RefCell};
+    thread_local! {
+        pub(super) static ENTRIES: RefCell<Vec<Entry>> = RefCell::new(Vec::new());
+    }
+}
+use local::ENTRIES;
+
+/// A pinned guard slot; dropping it unpins.
+pub(crate) struct Pin {
+    slot: NonNull<AtomicU64>,
+    /// Set when the pin was made without a thread entry (during thread teardown): the
+    /// participant is released with the pin.
+    orphan: Option<Arc<Participant>>,
+}
+
+impl Drop for Pin {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the slot belongs to a participant that its `Grace` keeps registered for as
+        // long as the `Grace` lives, and every `Pin` is owned by a guard that borrows a
+        // `Device`, which keeps the `Grace` alive.
+        let slot = unsafe { self.slot.as_ref() };
+        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done`: a fence that
+        // sees the slot cleared sees every access made under the guard.
+        slot.store(0, Ordering::Release);
+        if let Some(p) = self.orphan.take() {
+            p.release();
+        }
+    }
+}
+
+/// Records the epoch in `slot` (the reader's half of the store-buffer pattern).
+#[inline(always)]
+fn enter(grace: &Grace, slot: &AtomicU64) {
+    // ORDERING: Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records an
+    // epoch `>= T` sees every unlink made before the bump to `T`.
+    let epoch = grace.epoch.0.load(Ordering::Acquire);
+    if grace.asymmetric {
+        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done` (a fence that
+        // reads this value also sees the guard's earlier history); the compiler fence keeps
+        // the caller's loads after the store; the CPU-level barrier is the fence side's
+        // membarrier.
+        slot.store(epoch, Ordering::Release);
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        // ORDERING: AcqRel swap pairs with the AcqRel RMW in `Grace::slot_done`.
+        slot.swap(epoch, Ordering::AcqRel);
+    }
+}
+
+impl Grace {
+    /// Pins the calling thread (a new guard slot) and runs `lookup` with the thread's domain
+    /// cache for this `Iommu`, under the pin.
+    #[inline]
+    pub(crate) fn pin<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
+        let mut lookup = Some(lookup);
+        let fast = ENTRIES.try_with(|entries| {
+            let mut entries = entries.try_borrow_mut().ok()?;
+            let entry = match entries.iter_mut().position(|e| e.grace == self.id) {
+                Some(i) => &mut entries[i],
+                None => self.register(&mut entries),
+            };
+            let slot = entry.participant.free_slot();
+            enter(self, slot);
+            let lookup = lookup.take().expect("called once");
+            let r = lookup(&mut entry.cache);
+            Some((
+                Pin {
+                    slot: NonNull::from(slot),
+                    orphan: None,
+                },
+                r,
+            ))
+        });
+        match fast {
+            Ok(Some(pinned)) => pinned,
+            _ => self.pin_orphan(lookup.take().expect("called once")),
+        }
+    }
+
+    /// Adds this `Iommu` to the thread's list: claims a released participant or registers a
+    /// new one. Also drops entries of `Iommu`s that are gone.
+    #[cold]
+    #[inline(never)]
+    fn register<'e>(&self, entries: &'e mut Vec<Entry>) -> &'e mut Entry {
+        // ORDERING: Relaxed: `alive` only decides when to forget a dead `Iommu`'s entry.
+        entries.retain(|e| e.participant.alive.load(Ordering::Relaxed));
+        let participant = self.claim_participant();
+        entries.push(Entry {
+            grace: self.id,
+            participant,
+            cache: DomainCache {
+                ways: [(0, 0); CACHE_WAYS],
+            },
+        });
+        entries.last_mut().expect("just pushed")
+    }
+
+    fn claim_participant(&self) -> Arc<Participant> {
+        let mut all = lock(&self.participants);
+        if let Some(p) = all.iter().find(|p| p.claim()) {
+            return p.clone();
+        }
+        let p = Arc::new(Participant::new());
+        all.push(p.clone());
+        p
+    }
+
+    /// A pin made without the thread-local list (the thread is exiting): a participant of its
+    /// own, released when the pin drops; no domain cache.
+    #[cold]
+    fn pin_orphan<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
+        let participant = self.claim_participant();
+        let slot = participant.free_slot();
+        enter(self, slot);
+        let mut cache = DomainCache {
+            ways: [(0, 0); CACHE_WAYS],
+        };
+        let r = lookup(&mut cache);
+        let slot = NonNull::from(slot);
+        (
+            Pin {
+                slot,
+                orphan: Some(participant),
+            },
+            r,
+        )
+    }
+}
+
+/// True if the calling thread holds a pin of `grace`.
+pub(super) fn is_pinned(grace: &Grace) -> bool {
+    ENTRIES
+        .try_with(|entries| {
+            entries.try_borrow().ok().is_some_and(|entries| {
+                entries
+                    .iter()
+                    .any(|e| e.grace == grace.id && e.participant.any_pinned())
+            })
+        })
+        .unwrap_or(false)
+}

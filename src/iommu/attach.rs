@@ -1,0 +1,407 @@
+//! Devices: bind, attach, replace, detach, and the one publish they share.
+//!
+//! Attach and replace plan under the object table's write lock. When the plan needs a new
+//! auto domain, they release the lock, populate the domain as pending ([`super::hwpt`]) and
+//! plan again; a plan that still wants a new auto domain of the same shape on the same IOAS
+//! commits the one just populated, any other outcome discards it.
+
+use super::hwpt::Pending;
+use super::objects::{lock_two, Dest, DeviceObj, GroupCtl, Obj, Objects, Released};
+use super::Iommu;
+use crate::device::{Device, DeviceShared};
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::grace::Garbage;
+use crate::group::GroupShared;
+use crate::ioas::{DeviceLimits, Ioas};
+use crate::sync::{lock, Arc, AtomicBool, Ordering};
+use crate::types::{DeviceInfo, GroupId, ObjId, PAGE_SIZE};
+
+/// What one planning pass of attach or replace ended with.
+enum Step {
+    Done(ObjId),
+    /// Populate a new auto domain of `iova_bits` on `ioas` (whose group members are
+    /// `members`), then plan again.
+    Populate {
+        ioas: Arc<Ioas>,
+        iova_bits: u8,
+        members: Vec<DeviceLimits>,
+        pt: ObjId,
+    },
+}
+
+/// True if `pending` is a populated domain of this shape on this IOAS.
+fn fits(pending: &Option<Pending>, ioas: &Arc<Ioas>, iova_bits: u8) -> bool {
+    pending
+        .as_ref()
+        .is_some_and(|p| Arc::ptr_eq(&p.ioas, ioas) && p.iova_bits == iova_bits)
+}
+
+impl Iommu {
+    /// The one publish: swaps `domain` into the group's cell under a fresh generation, records
+    /// the group's HWPT, and keeps the domain it replaced for retirement.
+    fn publish(
+        &self,
+        objects: &mut Objects,
+        group: GroupId,
+        hwpt: Option<ObjId>,
+        domain: Arc<Domain>,
+        released: &mut Released,
+    ) {
+        let generation = self.shared.grace.next_generation();
+        let g = objects.group_mut(group);
+        released.domains.push(g.shared.publish(domain, generation));
+        g.hwpt = hwpt;
+    }
+
+    /// Runs a planning loop: `step` plans (and commits, when it can) under the table lock;
+    /// a `Populate` answer is served outside it, then `step` runs again.
+    fn plan_and_commit(
+        &self,
+        mut step: impl FnMut(&mut Option<Pending>, &mut Released) -> Result<Step>,
+    ) -> Result<ObjId> {
+        let mut released = Released::default();
+        let mut pending: Option<Pending> = None;
+        let result = loop {
+            match step(&mut pending, &mut released) {
+                Ok(Step::Done(id)) => break Ok(id),
+                Ok(Step::Populate {
+                    ioas,
+                    iova_bits,
+                    members,
+                    pt,
+                }) => {
+                    if let Some(p) = pending.take() {
+                        self.discard(p);
+                    }
+                    let check = |st: &crate::ioas::IoasState| {
+                        for m in &members {
+                            st.check_fits(m, pt)?;
+                            st.check_reserved(m)?;
+                        }
+                        Ok(())
+                    };
+                    match self.prepare_domain(ioas, iova_bits, check) {
+                        Ok(p) => pending = Some(p),
+                        Err(e) => break Err(e),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(p) = pending.take() {
+            self.discard(p);
+        }
+        self.finish(released);
+        result
+    }
+
+    /// Binds a device into `group` (created on first use). The device starts detached: its
+    /// translations fault `Blocked` until it is attached.
+    ///
+    /// `EINVAL` if `info.iova_bits` is outside 13 ..= 64 or a reserved range is empty;
+    /// `ENOSPC` when object IDs are exhausted.
+    pub fn device_bind(&self, group: GroupId, info: DeviceInfo) -> Result<(ObjId, Device)> {
+        if !(13..=64).contains(&info.iova_bits) {
+            return Err(Error::InvalidArgument(
+                "DeviceInfo::iova_bits must be in 13..=64",
+            ));
+        }
+        let mut reserved = Vec::with_capacity(info.reserved.len());
+        for r in &info.reserved {
+            if r.start >= r.end {
+                return Err(Error::InvalidArgument("a reserved range is empty"));
+            }
+            reserved.push((r.start & !(PAGE_SIZE - 1), (r.end - 1) | (PAGE_SIZE - 1)));
+        }
+        let aperture_last = if info.iova_bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << info.iova_bits) - 1
+        };
+        let grace = &self.shared.grace;
+        let mut objects = self.objects_mut();
+        objects.check_id_available()?;
+        let id = objects.alloc_id();
+        let blocked = &self.shared.blocked;
+        let g = objects.groups.entry(group).or_insert_with(|| GroupCtl {
+            shared: Arc::new(GroupShared::new(
+                group,
+                blocked.clone(),
+                grace.next_generation(),
+            )),
+            devices: Vec::new(),
+            hwpt: None,
+        });
+        g.devices.push(id);
+        let shared = Arc::new(DeviceShared {
+            id,
+            grace: grace.clone(),
+            group: g.shared.clone(),
+            attached: AtomicBool::new(false),
+            aperture_last,
+        });
+        let device = Device {
+            inner: shared.clone(),
+        };
+        objects.map.insert(
+            id,
+            Obj::Device(DeviceObj {
+                group,
+                iova_bits: info.iova_bits,
+                reserved,
+                shared,
+                hwpt: None,
+            }),
+        );
+        Ok((id, device))
+    }
+
+    /// Attaches a detached device to `pt`: a HWPT, or an IOAS (the group's auto HWPT on it,
+    /// an existing auto HWPT of that IOAS, or a new one). Returns the HWPT id.
+    ///
+    /// If the device's group is already attached, the device joins the group's HWPT;
+    /// asking for another one is `EINVAL` (move the group with [`Iommu::device_replace`]).
+    pub fn device_attach(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
+        self.plan_and_commit(|pending, released| self.attach_step(dev, pt, pending, released))
+    }
+
+    fn attach_step(
+        &self,
+        dev: ObjId,
+        pt: ObjId,
+        pending: &mut Option<Pending>,
+        released: &mut Released,
+    ) -> Result<Step> {
+        let mut guard = self.objects_mut();
+        let objects = &mut *guard;
+        let d = objects.device(dev)?;
+        if let Some(hwpt) = d.hwpt {
+            return Err(Error::AlreadyAttached { dev, hwpt });
+        }
+        let (gid, bits, limits) = (d.group, d.iova_bits, d.limits(dev));
+        let group_hwpt = objects.groups[&gid].hwpt;
+        let dest = match (objects.get(pt)?, group_hwpt) {
+            // A device joins its group's auto HWPT on that IOAS, whatever its shape.
+            (Obj::Ioas(i), Some(g)) if objects.hwpt(g).auto && objects.hwpt(g).ioas.id == i.id => {
+                Dest::Hwpt(g)
+            }
+            _ => objects.dest(pt, limits.aperture_last)?,
+        };
+        // A device joins its group's HWPT; anything else is a replace's job.
+        if let Some(current) = group_hwpt {
+            let joins = match &dest {
+                Dest::Hwpt(h) => *h == current,
+                Dest::NewAuto(_) => false,
+            };
+            if !joins {
+                return Err(Error::GroupOnOtherHwpt {
+                    group: gid,
+                    current,
+                    requested: pt,
+                });
+            }
+        }
+        let ioas = match &dest {
+            Dest::Hwpt(h) => objects.hwpt(*h).ioas.clone(),
+            Dest::NewAuto(i) => {
+                objects.check_id_available()?;
+                if !fits(pending, i, bits) {
+                    return Ok(Step::Populate {
+                        ioas: i.clone(),
+                        iova_bits: bits,
+                        members: vec![limits],
+                        pt,
+                    });
+                }
+                i.clone()
+            }
+        };
+        let mut st = lock(&ioas.state);
+        st.check_fits(&limits, pt)?;
+        st.check_reserved(&limits)?;
+        // Commit: nothing below can fail.
+        let hwpt = match dest {
+            Dest::Hwpt(h) => h,
+            Dest::NewAuto(_) => {
+                let p = pending.take().expect("checked by `fits`");
+                Self::commit_hwpt(objects, &mut st, p, true)
+            }
+        };
+        st.add_device(&limits);
+        drop(st);
+        let h = objects.hwpt_mut(hwpt);
+        h.users += 1;
+        let domain = h.domain.clone();
+        if objects.groups[&gid].hwpt.is_none() {
+            self.publish(objects, gid, Some(hwpt), domain, released);
+        }
+        let d = objects.device_mut(dev);
+        d.hwpt = Some(hwpt);
+        // ORDERING: Release pairs with the Acquire load in `Device::pin`: the group's domain
+        // (published above) is visible to a reader that sees the device attached.
+        d.shared.attached.store(true, Ordering::Release);
+        Ok(Step::Done(hwpt))
+    }
+
+    /// Moves an attached device's whole group to `pt` (a HWPT, or an IOAS for its auto
+    /// HWPT) in one atomic publish; DMA never sees a blocked or half-built domain (G2, G3),
+    /// from any domain to any other (G4). Replacing to the current HWPT is a no-op. Returns
+    /// the new HWPT id.
+    pub fn device_replace(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
+        self.plan_and_commit(|pending, released| self.replace_step(dev, pt, pending, released))
+    }
+
+    fn replace_step(
+        &self,
+        dev: ObjId,
+        pt: ObjId,
+        pending: &mut Option<Pending>,
+        released: &mut Released,
+    ) -> Result<Step> {
+        let mut guard = self.objects_mut();
+        let objects = &mut *guard;
+        let d = objects.device(dev)?;
+        let Some(old) = d.hwpt else {
+            return Err(Error::NotAttached { dev });
+        };
+        let gid = d.group;
+        let members: Vec<DeviceLimits> = objects.groups[&gid]
+            .devices
+            .iter()
+            .filter_map(|&m| match objects.device(m) {
+                Ok(md) if md.hwpt == Some(old) => Some(md.limits(m)),
+                _ => None,
+            })
+            .collect();
+        let widest = members.iter().map(|m| m.aperture_last).max().unwrap_or(0);
+        // A new auto domain is shaped for the group's widest attached device.
+        let bits = widest.checked_add(1).map_or(64, u64::trailing_zeros) as u8;
+        let dest = match objects.get(pt)? {
+            Obj::Ioas(i) if objects.hwpt(old).auto && objects.hwpt(old).ioas.id == i.id => {
+                Dest::Hwpt(old)
+            }
+            _ => objects.dest(pt, widest)?,
+        };
+        if let Dest::Hwpt(h) = dest {
+            if h == old {
+                return Ok(Step::Done(old));
+            }
+        }
+        let old_ioas = objects.hwpt(old).ioas.clone();
+        let new_ioas = match &dest {
+            Dest::Hwpt(h) => objects.hwpt(*h).ioas.clone(),
+            Dest::NewAuto(i) => {
+                objects.check_id_available()?;
+                if !fits(pending, i, bits) {
+                    let same = Arc::ptr_eq(i, &old_ioas);
+                    return Ok(Step::Populate {
+                        ioas: i.clone(),
+                        iova_bits: bits,
+                        // Within one IOAS the members are already there.
+                        members: if same { Vec::new() } else { members },
+                        pt,
+                    });
+                }
+                i.clone()
+            }
+        };
+        let same_ioas = old_ioas.id == new_ioas.id;
+        let (mut st_new, mut st_old) = lock_two(&new_ioas, &old_ioas);
+        if !same_ioas {
+            // The group's devices must fit the new IOAS, and their reserved ranges must be
+            // free there (they are enforced before the publish, G7).
+            for m in &members {
+                st_new.check_fits(m, pt)?;
+                st_new.check_reserved(m)?;
+            }
+        }
+        // Commit: nothing below can fail.
+        let new = match dest {
+            Dest::Hwpt(h) => h,
+            Dest::NewAuto(_) => {
+                let p = pending.take().expect("checked by `fits`");
+                Self::commit_hwpt(objects, &mut st_new, p, true)
+            }
+        };
+        if !same_ioas {
+            for m in &members {
+                st_new.add_device(m);
+            }
+        }
+        let domain = objects.hwpt(new).domain.clone();
+        // The publish: one store switches every device of the group (G3).
+        self.publish(objects, gid, Some(new), domain, released);
+        // Reserved ranges leave the old IOAS only after the switch (G7).
+        if let Some(st_old) = st_old.as_mut() {
+            for m in &members {
+                st_old.remove_device(m.dev);
+            }
+        }
+        for m in &members {
+            objects.device_mut(m.dev).hwpt = Some(new);
+        }
+        let n = members.len();
+        objects.hwpt_mut(new).users += n;
+        let o = objects.hwpt_mut(old);
+        o.users -= n;
+        if o.auto && o.users == 0 {
+            let st = st_old.as_deref_mut().unwrap_or(&mut st_new);
+            objects.free_auto_hwpt(old, st, released);
+        }
+        Ok(Step::Done(new))
+    }
+
+    /// Detaches a device. Its translations fault `Blocked` from now on; when it was the last
+    /// attached device of its group, the group moves to the blocked domain (the other devices
+    /// keep translating otherwise). When this returns, no guard of the device made before the
+    /// call is alive (G6).
+    ///
+    /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
+    pub fn device_detach(&self, dev: ObjId) -> Result<()> {
+        self.check_not_pinned("device_detach")?;
+        let mut released = Released::default();
+        self.detach_step(dev, &mut released)?;
+        let grace = &self.shared.grace;
+        for domain in released.domains {
+            grace.retire(Garbage::Domain(domain));
+        }
+        // The fence: after the attached flag was cleared and the domains retired, so it
+        // covers both.
+        grace.synchronize();
+        grace.collect();
+        Ok(())
+    }
+
+    fn detach_step(&self, dev: ObjId, released: &mut Released) -> Result<()> {
+        let mut guard = self.objects_mut();
+        let objects = &mut *guard;
+        let d = objects.device(dev)?;
+        let Some(hwpt) = d.hwpt else {
+            return Err(Error::NotAttached { dev });
+        };
+        let gid = d.group;
+        let ioas = objects.hwpt(hwpt).ioas.clone();
+        let mut st = lock(&ioas.state);
+        let d = objects.device_mut(dev);
+        // ORDERING: Release pairs with the Acquire load in `Device::pin`; the fence that
+        // `device_detach` waits for after this call makes every later guard see it.
+        d.shared.attached.store(false, Ordering::Release);
+        d.hwpt = None;
+        st.remove_device(dev);
+        let still_attached = objects.groups[&gid]
+            .devices
+            .iter()
+            .any(|m| objects.device(*m).is_ok_and(|md| md.hwpt.is_some()));
+        if !still_attached {
+            let blocked = self.shared.blocked.clone();
+            self.publish(objects, gid, None, blocked, released);
+        }
+        let h = objects.hwpt_mut(hwpt);
+        h.users -= 1;
+        if h.auto && h.users == 0 {
+            objects.free_auto_hwpt(hwpt, &mut st, released);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! `destroy`: IOASes, user HWPTs and detached devices.
+
+use super::objects::Released;
+use super::Iommu;
+use crate::error::{Error, Result};
+use crate::sync::lock;
+use crate::types::{ObjId, ObjKind};
+
+impl Iommu {
+    /// Destroys an IOAS, a user HWPT or a detached device. `EBUSY` while the object is in use
+    /// (an IOAS with HWPTs, a HWPT with devices, an attached device) and for auto HWPTs. The
+    /// ID is gone when this returns; a HWPT's domain is freed once no guard can use it (G9).
+    pub fn destroy(&self, id: ObjId) -> Result<()> {
+        let mut released = Released::default();
+        self.destroy_step(id, &mut released)?;
+        self.finish(released);
+        Ok(())
+    }
+
+    fn destroy_step(&self, id: ObjId, released: &mut Released) -> Result<()> {
+        let mut guard = self.objects_mut();
+        let objects = &mut *guard;
+        match objects.get(id)?.kind() {
+            ObjKind::Ioas => {
+                let ioas = objects.ioas(id)?.clone();
+                let mut st = lock(&ioas.state);
+                let users = st.hwpt_count();
+                if users > 0 {
+                    return Err(Error::Busy {
+                        id,
+                        kind: ObjKind::Ioas,
+                        users,
+                    });
+                }
+                // A map or unmap that looked the IOAS up just before fails `ENOENT`; a pending
+                // domain's call finds it gone and discards the domain.
+                st.destroyed = true;
+                drop(st);
+                objects.map.remove(&id);
+            }
+            ObjKind::Hwpt => {
+                let h = objects.hwpt(id);
+                if h.auto {
+                    return Err(Error::AutoHwpt { id });
+                }
+                if h.users > 0 {
+                    return Err(Error::Busy {
+                        id,
+                        kind: ObjKind::Hwpt,
+                        users: h.users,
+                    });
+                }
+                let ioas = h.ioas.clone();
+                lock(&ioas.state).remove_domain(id);
+                if let Some(super::objects::Obj::Hwpt(h)) = objects.map.remove(&id) {
+                    released.domains.push(h.domain);
+                }
+            }
+            ObjKind::Device => {
+                let d = objects.device(id)?;
+                if d.hwpt.is_some() {
+                    return Err(Error::Busy {
+                        id,
+                        kind: ObjKind::Device,
+                        users: 1,
+                    });
+                }
+                let gid = d.group;
+                objects.map.remove(&id);
+                let g = objects.group_mut(gid);
+                g.devices.retain(|m| *m != id);
+                if g.devices.is_empty() {
+                    objects.groups.remove(&gid);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Paging HWPTs: `hwpt_alloc`, and the populate step that attach and replace share.
+//!
+//! A new domain is populated *before* its call takes the object table's write lock, under its
+//! IOAS's lock only (G14): it joins the IOAS's mirror list as pending, so maps and unmaps that
+//! come after the populate reach it (G7), and it is committed (given its HWPT id) or discarded
+//! under the table lock afterwards.
+
+use super::objects::{wrong_type, HwptObj, Obj, Objects};
+use super::Iommu;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::ioas::{Ioas, IoasState};
+use crate::sync::{lock, Arc};
+use crate::types::{HwptFlags, ObjId, ObjKind};
+
+/// A populated domain that its call has not committed yet.
+pub(super) struct Pending {
+    pub(super) ioas: Arc<Ioas>,
+    pub(super) iova_bits: u8,
+    pub(super) domain: Arc<Domain>,
+}
+
+impl Iommu {
+    /// Populates a new domain of `iova_bits` from `ioas` (after `check` passes under the IOAS
+    /// lock) and adds it to the IOAS's mirror list as pending.
+    pub(super) fn prepare_domain(
+        &self,
+        ioas: Arc<Ioas>,
+        iova_bits: u8,
+        check: impl FnOnce(&IoasState) -> Result<()>,
+    ) -> Result<Pending> {
+        let domain = {
+            let mut st = lock(&ioas.state);
+            if st.destroyed {
+                return Err(Error::NoSuchObject { id: ioas.id });
+            }
+            check(&st)?;
+            st.add_pending(Domain::paging(iova_bits, &self.shared.grace.counters))
+        };
+        Ok(Pending {
+            ioas,
+            iova_bits,
+            domain,
+        })
+    }
+
+    /// Drops a pending domain that was not committed (no device ever saw it).
+    pub(super) fn discard(&self, pending: Pending) {
+        lock(&pending.ioas.state).discard_pending(&pending.domain);
+    }
+
+    /// Commits a pending domain as a HWPT (the caller holds the table's write lock and `st`,
+    /// the pending domain's IOAS lock, and checked that an ID is available).
+    pub(super) fn commit_hwpt(
+        objects: &mut Objects,
+        st: &mut IoasState,
+        pending: Pending,
+        auto: bool,
+    ) -> ObjId {
+        let id = objects.alloc_id();
+        st.commit_pending(&pending.domain, id);
+        objects.map.insert(
+            id,
+            Obj::Hwpt(HwptObj {
+                ioas: pending.ioas,
+                domain: pending.domain,
+                auto,
+                users: 0,
+            }),
+        );
+        id
+    }
+
+    /// Allocates a user paging HWPT on the IOAS `pt`, shaped for `dev` (its aperture); it is
+    /// filled with every mapping of the IOAS before this returns.
+    ///
+    /// A HWPT as `pt` (a nested stage-1 on a parent) is `EOPNOTSUPP` in this version.
+    pub fn hwpt_alloc(&self, dev: ObjId, pt: ObjId, flags: HwptFlags) -> Result<ObjId> {
+        if flags.unknown_bits() != 0 {
+            return Err(Error::Unsupported("unknown HWPT flag bits"));
+        }
+        let (ioas, bits, limits) = {
+            let objects = self.objects();
+            let d = objects.device(dev)?;
+            let (bits, limits) = (d.iova_bits, d.limits(dev));
+            let ioas = match objects.get(pt)? {
+                Obj::Ioas(i) => i.clone(),
+                Obj::Hwpt(_) => {
+                    return Err(Error::Unsupported(
+                        "nested HWPTs (a HWPT as parent) are not supported yet",
+                    ))
+                }
+                other => return Err(wrong_type(pt, ObjKind::Ioas, other)),
+            };
+            objects.check_id_available()?;
+            (ioas, bits, limits)
+        };
+        let pending = self.prepare_domain(ioas, bits, |st| st.check_fits(&limits, pt))?;
+        let mut objects = self.objects_mut();
+        // Re-checked under the write lock: the IOAS may have been destroyed, or the last ID
+        // taken, while the domain was populated.
+        let still = match objects.ioas(pt) {
+            Ok(i) if Arc::ptr_eq(i, &pending.ioas) => objects.check_id_available(),
+            _ => Err(Error::NoSuchObject { id: pt }),
+        };
+        if let Err(e) = still {
+            drop(objects);
+            self.discard(pending);
+            return Err(e);
+        }
+        let ioas = pending.ioas.clone();
+        let mut st = lock(&ioas.state);
+        Ok(Self::commit_hwpt(&mut objects, &mut st, pending, false))
+    }
+}

@@ -1,0 +1,155 @@
+//! IOASes: allocation, map, unmap (with its fence, G5) and the deferred unmap whose fences a
+//! front end batches.
+
+use super::objects::Obj;
+use super::Iommu;
+use crate::error::{Error, Result};
+use crate::grace::{Garbage, Grace, Ticket};
+use crate::ioas::{check_range_args, Ioas};
+use crate::pagetable::RetiredTables;
+use crate::sync::{lock, Arc};
+use crate::types::{ObjId, Prot};
+use std::fmt;
+
+/// The fence of an unmap that returned before it: see [`Iommu::ioas_unmap_deferred`].
+///
+/// Completes once every `DmaGuard` that might have translated into the unmapped range has been
+/// dropped (G5 then holds for the range). Many completions are settled by one grace period:
+/// waiting for the last of a batch completes the ones before it.
+#[must_use = "an unmap's fence has completed only once `wait` returns or `is_complete` is true"]
+pub struct UnmapCompletion {
+    grace: Arc<Grace>,
+    ticket: Ticket,
+    bytes: u64,
+}
+
+impl UnmapCompletion {
+    /// The bytes the unmap removed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// True once the fence has completed. Never waits (one bump of the epoch and one pass
+    /// over the guard slots at most).
+    pub fn is_complete(&self) -> bool {
+        self.grace.is_done(self.ticket)
+    }
+
+    /// Waits for the fence and frees what it covered; returns the bytes unmapped. `EDEADLK`
+    /// if the fence has not completed and the calling thread holds a guard of this `Iommu`.
+    pub fn wait(self) -> Result<u64> {
+        if !self.grace.is_done(self.ticket) {
+            if self.grace.is_pinned() {
+                return Err(Error::Deadlock {
+                    call: "UnmapCompletion::wait",
+                });
+            }
+            self.grace.wait_for(self.ticket);
+        }
+        self.grace.collect();
+        Ok(self.bytes)
+    }
+}
+
+impl fmt::Debug for UnmapCompletion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnmapCompletion")
+            .field("bytes", &self.bytes)
+            .field("complete", &self.is_complete())
+            .finish()
+    }
+}
+
+impl Iommu {
+    /// Allocates an empty IOAS. `ENOSPC` when object IDs are exhausted.
+    pub fn ioas_alloc(&self) -> Result<ObjId> {
+        let mut objects = self.objects_mut();
+        objects.check_id_available()?;
+        let id = objects.alloc_id();
+        objects.map.insert(id, Obj::Ioas(Arc::new(Ioas::new(id))));
+        Ok(id)
+    }
+
+    /// The IOAS named `id` (a read-locked lookup: never waits behind a populate).
+    fn lookup_ioas(&self, id: ObjId) -> Result<Arc<Ioas>> {
+        self.objects().ioas(id).cloned()
+    }
+
+    /// Maps `len` bytes at `target` into `ioas`, at `iova` or (with `None`) at a free IOVA
+    /// aligned for huge leaves; returns the IOVA. Every domain of the IOAS holds the mapping
+    /// when this returns.
+    pub fn ioas_map(
+        &self,
+        ioas: ObjId,
+        iova: Option<u64>,
+        target: u64,
+        len: u64,
+        prot: Prot,
+    ) -> Result<u64> {
+        let ioas = self.lookup_ioas(ioas)?;
+        check_range_args("map", iova.unwrap_or(0), Some(target), len)?;
+        if prot.bits() == 0 {
+            return Err(Error::InvalidArgument(
+                "a mapping needs READ, WRITE or both",
+            ));
+        }
+        let mut st = lock(&ioas.state);
+        if st.destroyed {
+            return Err(Error::NoSuchObject { id: ioas.id });
+        }
+        st.map(iova, target, len, prot)
+    }
+
+    /// Unmaps every area inside `iova .. iova + len` (whole areas only; `(0, u64::MAX)`
+    /// unmaps everything) and returns the bytes unmapped. When it returns, no DMA guard that
+    /// could have translated into the range is alive (G5), and the page-table nodes it emptied
+    /// are freed.
+    ///
+    /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
+    pub fn ioas_unmap(&self, ioas: ObjId, iova: u64, len: u64) -> Result<u64> {
+        self.check_not_pinned("ioas_unmap")?;
+        let (bytes, ticket) = self.unmap_begin(ioas, iova, len)?;
+        if bytes > 0 {
+            let grace = &self.shared.grace;
+            grace.wait_for(ticket);
+            grace.collect();
+        }
+        Ok(bytes)
+    }
+
+    /// [`Iommu::ioas_unmap`] without waiting for the fence: the range is gone from every domain
+    /// when this returns (no guard made from now on translates into it), and the returned
+    /// completion says when the guards that might have translated into it are gone too.
+    ///
+    /// A front end that completes a queue of UNMAP requests unmaps them all this way and waits
+    /// for the last completion: one grace period for the batch. Never `EDEADLK` (it does not
+    /// wait); [`UnmapCompletion::wait`] may be.
+    pub fn ioas_unmap_deferred(&self, ioas: ObjId, iova: u64, len: u64) -> Result<UnmapCompletion> {
+        let (bytes, ticket) = self.unmap_begin(ioas, iova, len)?;
+        Ok(UnmapCompletion {
+            grace: self.shared.grace.clone(),
+            ticket,
+            bytes,
+        })
+    }
+
+    /// Clears the range from the IOAS and its domains, and starts its fence.
+    fn unmap_begin(&self, ioas: ObjId, iova: u64, len: u64) -> Result<(u64, Ticket)> {
+        let ioas = self.lookup_ioas(ioas)?;
+        let mut retired = RetiredTables::default();
+        let bytes = {
+            let mut st = lock(&ioas.state);
+            if st.destroyed {
+                return Err(Error::NoSuchObject { id: ioas.id });
+            }
+            st.unmap(iova, len, &mut retired)?
+        };
+        let grace = &self.shared.grace;
+        // After the clear: guards made from now on do not see the old entries.
+        let ticket = grace.ticket();
+        if !retired.is_empty() {
+            grace.retire_under(ticket, Garbage::Tables(retired));
+        }
+        Ok((bytes, ticket))
+    }
+}

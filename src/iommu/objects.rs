@@ -1,0 +1,227 @@
+//! The object table: IDs, HWPTs, devices and groups, and the lookups every call starts with.
+//!
+//! It lives behind one `RwLock` (`Shared::objects`). Lookups (`ioas_map`, `ioas_unmap`, the
+//! first phase of `hwpt_alloc`) read-lock it; calls that change objects write-lock it for
+//! bounded work only: never while a domain is populated or a range is cleared (G14).
+
+use crate::device::DeviceShared;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::group::GroupShared;
+use crate::ioas::{DeviceLimits, Ioas, IoasState};
+use crate::sync::{lock, Arc, MutexGuard};
+use crate::types::{GroupId, ObjId, ObjKind};
+use std::collections::HashMap;
+
+/// The table itself.
+#[derive(Default)]
+pub(super) struct Objects {
+    /// The last ID handed out (0: none yet).
+    pub(super) last_id: u32,
+    pub(super) map: HashMap<ObjId, Obj>,
+    pub(super) groups: HashMap<GroupId, GroupCtl>,
+}
+
+pub(super) enum Obj {
+    Ioas(Arc<Ioas>),
+    Hwpt(HwptObj),
+    Device(DeviceObj),
+}
+
+impl Obj {
+    pub(super) fn kind(&self) -> ObjKind {
+        match self {
+            Obj::Ioas(_) => ObjKind::Ioas,
+            Obj::Hwpt(_) => ObjKind::Hwpt,
+            Obj::Device(_) => ObjKind::Device,
+        }
+    }
+}
+
+/// A paging HWPT: a domain tied to one IOAS.
+pub(super) struct HwptObj {
+    pub(super) ioas: Arc<Ioas>,
+    pub(super) domain: Arc<Domain>,
+    /// Made by attaching a device to an IOAS; freed with its last device.
+    pub(super) auto: bool,
+    /// Attached devices.
+    pub(super) users: usize,
+}
+
+pub(super) struct DeviceObj {
+    pub(super) group: GroupId,
+    pub(super) iova_bits: u8,
+    /// Page-rounded, inclusive.
+    pub(super) reserved: Vec<(u64, u64)>,
+    pub(super) shared: Arc<DeviceShared>,
+    pub(super) hwpt: Option<ObjId>,
+}
+
+impl DeviceObj {
+    pub(super) fn limits(&self, dev: ObjId) -> DeviceLimits {
+        DeviceLimits {
+            dev,
+            aperture_last: self.shared.aperture_last,
+            reserved: self.reserved.clone(),
+        }
+    }
+}
+
+pub(super) struct GroupCtl {
+    pub(super) shared: Arc<GroupShared>,
+    pub(super) devices: Vec<ObjId>,
+    /// The HWPT the group is attached to; `None`: the blocked domain.
+    pub(super) hwpt: Option<ObjId>,
+}
+
+/// What an attach or replace lands on.
+pub(super) enum Dest {
+    /// An existing HWPT.
+    Hwpt(ObjId),
+    /// A new auto HWPT on this IOAS.
+    NewAuto(Arc<Ioas>),
+}
+
+/// Domains a call released, retired after its locks ([`super::Iommu::finish`]).
+#[derive(Default)]
+pub(super) struct Released {
+    pub(super) domains: Vec<Arc<Domain>>,
+}
+
+impl Objects {
+    /// Fails with `ENOSPC` if no ID is left; checked before a call commits, so that a call
+    /// that fails never consumes one.
+    pub(super) fn check_id_available(&self) -> Result<()> {
+        if self.last_id == u32::MAX {
+            Err(Error::IdsExhausted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The next ID; the caller checked [`Objects::check_id_available`] under the same lock.
+    pub(super) fn alloc_id(&mut self) -> ObjId {
+        debug_assert!(self.last_id < u32::MAX);
+        self.last_id += 1;
+        ObjId(self.last_id)
+    }
+
+    pub(super) fn get(&self, id: ObjId) -> Result<&Obj> {
+        self.map.get(&id).ok_or(Error::NoSuchObject { id })
+    }
+
+    pub(super) fn ioas(&self, id: ObjId) -> Result<&Arc<Ioas>> {
+        match self.get(id)? {
+            Obj::Ioas(i) => Ok(i),
+            other => Err(wrong_type(id, ObjKind::Ioas, other)),
+        }
+    }
+
+    /// A HWPT that a device or group names (so it is alive).
+    pub(super) fn hwpt(&self, id: ObjId) -> &HwptObj {
+        match self.map.get(&id) {
+            Some(Obj::Hwpt(h)) => h,
+            _ => unreachable!("HWPT {id} referenced by a device or group is alive"),
+        }
+    }
+
+    pub(super) fn hwpt_mut(&mut self, id: ObjId) -> &mut HwptObj {
+        match self.map.get_mut(&id) {
+            Some(Obj::Hwpt(h)) => h,
+            _ => unreachable!("HWPT {id} referenced by a device or group is alive"),
+        }
+    }
+
+    pub(super) fn device(&self, id: ObjId) -> Result<&DeviceObj> {
+        match self.get(id)? {
+            Obj::Device(d) => Ok(d),
+            other => Err(wrong_type(id, ObjKind::Device, other)),
+        }
+    }
+
+    pub(super) fn device_mut(&mut self, id: ObjId) -> &mut DeviceObj {
+        match self.map.get_mut(&id) {
+            Some(Obj::Device(d)) => d,
+            _ => unreachable!("device {id} was just looked up"),
+        }
+    }
+
+    pub(super) fn group_mut(&mut self, id: GroupId) -> &mut GroupCtl {
+        self.groups
+            .get_mut(&id)
+            .expect("a bound device's group exists")
+    }
+
+    /// The oldest auto HWPT of `ioas` whose domain reaches at least `aperture_last`: a
+    /// compatible one. A narrower auto domain is not reused for a wider device, whose maps it
+    /// would otherwise limit (and keep limiting after the narrow device left).
+    pub(super) fn auto_hwpt_of(&self, ioas: ObjId, aperture_last: u64) -> Option<ObjId> {
+        let mut found: Option<ObjId> = None;
+        for (&id, o) in &self.map {
+            if let Obj::Hwpt(h) = o {
+                let reaches = h
+                    .domain
+                    .page_table()
+                    .is_some_and(|pt| pt.aperture_last() >= aperture_last);
+                if h.auto && h.ioas.id == ioas && reaches && found.is_none_or(|f| id < f) {
+                    found = Some(id);
+                }
+            }
+        }
+        found
+    }
+
+    /// Resolves the `pt` of attach/replace for devices reaching `aperture_last`: an IOAS
+    /// (a compatible auto HWPT, found or to be made) or a HWPT.
+    pub(super) fn dest(&self, pt: ObjId, aperture_last: u64) -> Result<Dest> {
+        match self.get(pt)? {
+            Obj::Hwpt(_) => Ok(Dest::Hwpt(pt)),
+            Obj::Ioas(i) => Ok(match self.auto_hwpt_of(i.id, aperture_last) {
+                Some(h) => Dest::Hwpt(h),
+                None => Dest::NewAuto(i.clone()),
+            }),
+            other => Err(wrong_type(pt, ObjKind::Hwpt, other)),
+        }
+    }
+
+    /// Frees an auto HWPT whose last device left: its ID is gone now, its domain leaves the
+    /// IOAS's mirror list (the caller holds that IOAS's lock as `st`).
+    pub(super) fn free_auto_hwpt(
+        &mut self,
+        id: ObjId,
+        st: &mut IoasState,
+        released: &mut Released,
+    ) {
+        if let Some(Obj::Hwpt(h)) = self.map.remove(&id) {
+            debug_assert!(h.auto && h.users == 0);
+            st.remove_domain(id);
+            released.domains.push(h.domain);
+        }
+    }
+}
+
+pub(super) fn wrong_type(id: ObjId, expected: ObjKind, found: &Obj) -> Error {
+    Error::WrongType {
+        id,
+        expected,
+        found: found.kind(),
+    }
+}
+
+/// Locks one or two IOASes in ID order. Returns (first's state, second's state if distinct).
+pub(super) fn lock_two<'a>(
+    a: &'a Ioas,
+    b: &'a Ioas,
+) -> (MutexGuard<'a, IoasState>, Option<MutexGuard<'a, IoasState>>) {
+    if a.id == b.id {
+        (lock(&a.state), None)
+    } else if a.id < b.id {
+        let ga = lock(&a.state);
+        let gb = lock(&b.state);
+        (ga, Some(gb))
+    } else {
+        let gb = lock(&b.state);
+        let ga = lock(&a.state);
+        (ga, Some(gb))
+    }
+}
