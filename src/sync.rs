@@ -24,11 +24,13 @@
 //!
 //! The grace-period protocol's asymmetric fence is Linux's `membarrier(2)`; without it (other
 //! systems, a kernel or sandbox that refuses it, loom, or `VIOMMU_NO_MEMBARRIER` set) readers
-//! pay one locked instruction per pin instead ([`crate::grace`]).
+//! pay a full fence per pin instead ([`crate::grace`]).
 
 #[cfg(not(viommu_loom))]
 pub(crate) use std::sync::{
-    atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{
+        compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    },
     Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(not(viommu_loom))]
@@ -36,7 +38,7 @@ pub(crate) use std::thread_local;
 
 #[cfg(viommu_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 #[cfg(viommu_loom)]

@@ -36,10 +36,12 @@
 //!   fence side calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which runs a full
 //!   barrier on every CPU that runs a thread of this process. A pin is then two plain stores
 //!   and no locked instruction.
-//! * **symmetric** (no membarrier, other systems, and loom, which models it): the reader's slot
-//!   store is an `AcqRel` swap and the fence reads each slot with an `AcqRel` RMW: whichever
-//!   comes first in the slot's modification order synchronizes with the other. One locked
-//!   instruction a pin.
+//! * **symmetric** (no membarrier, other systems, and loom, which models it): both sides use
+//!   a `SeqCst` fence, the classic store-buffer solution (a fence after the reader's slot
+//!   store; one after the fence side's bump). One full fence a pin, as crossbeam-epoch pays.
+//!   (A variant with an RMW on each side is also correct, but a fence that polls a slot with
+//!   RMWs cannot be model-checked: loom explores an RMW chain that never sees the reader's
+//!   unpin, which the C++ model allows.)
 //!
 //! `VIOMMU_NO_MEMBARRIER=1` in the environment forces the symmetric protocol (the stress
 //! tests run both).
@@ -69,7 +71,7 @@ mod thread;
 pub(crate) use retire::Garbage;
 pub(crate) use thread::{Pin, CACHE_WAYS};
 
-use crate::sync::{backoff, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
+use crate::sync::{backoff, fence, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
 use crate::sync::{AtomicUsize, Ordering};
 use thread::Participant;
 
@@ -152,22 +154,19 @@ impl Grace {
         if self.asymmetric {
             membarrier();
         }
+        // ORDERING: SeqCst fence pairs with the reader's SeqCst fence in `thread::enter`
+        // (symmetric protocol): of two SeqCst fences one comes first, and the loads after the
+        // later one see the stores before the earlier one. Free next to a membarrier.
+        fence(Ordering::SeqCst);
     }
 
-    /// Reads a slot for a fence with target `target`: true if it holds no guard older than
-    /// the target (free, or pinned at `>= target`).
+    /// Reads a slot for a fence with target `target` (after `heavy_fence`): true if it holds
+    /// no guard older than the target (free, or pinned at `>= target`).
     fn slot_done(&self, slot: &AtomicU64, target: u64) -> bool {
-        let done = |v: u64| v == 0 || v >= target;
         // ORDERING: Acquire pairs with the Release stores of `thread::enter` and `Pin::drop`:
         // a fence that sees a slot cleared (or re-pinned) sees every access the guard made.
         let v = slot.load(Ordering::Acquire);
-        if self.asymmetric || !done(v) {
-            return done(v);
-        }
-        // ORDERING: AcqRel RMW pairs with the AcqRel swap in `thread::enter` (symmetric
-        // protocol): if the reader's swap comes later it synchronizes with this RMW and sees
-        // every unlink before our bump; if earlier, we read its value.
-        done(slot.fetch_add(0, Ordering::AcqRel))
+        v == 0 || v >= target
     }
 
     /// Starts a fence: everything the calling thread unlinked before this call is covered.
@@ -222,10 +221,10 @@ impl Grace {
         let mut oldest = target;
         for p in self.participants_snapshot() {
             for slot in p.slots() {
-                if !self.slot_done(slot, target) {
-                    // ORDERING: Relaxed: the value only bounds `safe` from above; the
-                    // synchronization was done by `slot_done`.
-                    oldest = oldest.min(slot.load(Ordering::Relaxed).max(1));
+                // ORDERING: Acquire, as in `slot_done`.
+                let v = slot.load(Ordering::Acquire);
+                if v != 0 && v < target {
+                    oldest = oldest.min(v);
                 }
             }
         }

@@ -12,8 +12,9 @@
 //! thread to claim, so the registry is bounded by the most threads ever pinning at once.
 
 use super::Grace;
+use crate::sync::AtomicU64;
 use crate::sync::Ordering;
-use crate::sync::{compiler_fence, lock, thread_local, Arc, AtomicBool, AtomicPtr, AtomicU64};
+use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
@@ -219,8 +220,11 @@ fn enter(grace: &Grace, slot: &AtomicU64) {
         slot.store(epoch, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
     } else {
-        // ORDERING: AcqRel swap pairs with the AcqRel RMW in `Grace::slot_done`.
-        slot.swap(epoch, Ordering::AcqRel);
+        // ORDERING: Release as above; the SeqCst fence pairs with the SeqCst fence in
+        // `Grace::heavy_fence` (the store-buffer pattern: either the fence side's slot loads
+        // see this store, or this thread's loads after the fence see the fence side's unlinks).
+        slot.store(epoch, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 }
 
