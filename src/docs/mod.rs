@@ -18,3 +18,7 @@ pub mod benchmarks;
 pub mod design;
 pub mod loom;
 pub mod patterns;
+
+// Compile-time claims of the API, pinned with `compile_fail` doctests (built by rustdoc only).
+#[cfg(doctest)]
+mod compile_fail;
