@@ -5,7 +5,7 @@
 //! forwards errors to a guest or to an iommufd-speaking client can do so without a table of
 //! its own. A failed call changes nothing (guarantee G8).
 
-use crate::types::{GroupId, ObjId, ObjKind};
+use crate::types::{GroupId, ObjId, ObjKind, Prot};
 use std::ops::Range;
 
 /// A control-plane error. See [`Error::errno`] for the iommufd errno of each variant.
@@ -109,7 +109,29 @@ pub enum Error {
         /// The end of the device's aperture (exclusive; `u64::MAX` for a 64-bit device).
         aperture_end: u64,
     },
+    /// `EINVAL`: `DeviceInfo::iova_bits` outside its accepted range, 13 ..= 64.
+    #[error("DeviceInfo::iova_bits is {bits}, but it must be in 13..=64")]
+    InvalidIovaBits {
+        /// The width given.
+        bits: u8,
+    },
+    /// `EINVAL`: an empty range in `DeviceInfo::reserved`.
+    #[error("reserved range {range:#x?} is empty")]
+    EmptyReservedRange {
+        /// The range given.
+        range: Range<u64>,
+    },
+    /// `EINVAL`: a map without `READ` or `WRITE`.
+    #[error("a mapping needs READ, WRITE or both, not {prot:?}")]
+    NoPermission {
+        /// The permissions given.
+        prot: Prot,
+    },
     /// `EINVAL`: an argument out of its accepted range (the text says which).
+    ///
+    /// Kept for the checks that have no typed variant yet; match the typed variants
+    /// ([`Error::InvalidIovaBits`], [`Error::EmptyReservedRange`], [`Error::NoPermission`])
+    /// where one exists, and [`Error::errno`] otherwise.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
     /// `EBUSY`: the object is still referenced.
@@ -169,7 +191,13 @@ pub enum Error {
         /// The narrowest aperture end (exclusive).
         aperture_end: u64,
     },
-    /// `EOPNOTSUPP`: flag bits or a feature this build does not know.
+    /// `EOPNOTSUPP`: HWPT flag bits this version does not know.
+    #[error("unknown HWPT flag bits {bits:#x}")]
+    UnknownHwptFlags {
+        /// The unknown bits (the known ones masked off).
+        bits: u32,
+    },
+    /// `EOPNOTSUPP`: flag bits or a feature this build does not know (the text says which).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     /// `EDEADLK`: a waiting call made by a thread that holds a `DmaGuard` of the same `Iommu`
@@ -197,12 +225,15 @@ impl Error {
             | Error::AlreadyAttached { .. }
             | Error::NotAttached { .. }
             | Error::Incompatible { .. }
+            | Error::InvalidIovaBits { .. }
+            | Error::EmptyReservedRange { .. }
+            | Error::NoPermission { .. }
             | Error::InvalidArgument(_) => errno::EINVAL,
             Error::Busy { .. } | Error::AutoHwpt { .. } => errno::EBUSY,
             Error::NoSpace { .. } | Error::IdsExhausted => errno::ENOSPC,
             Error::ReservedInUse { .. } => errno::EADDRINUSE,
             Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
-            Error::Unsupported(_) => errno::EOPNOTSUPP,
+            Error::UnknownHwptFlags { .. } | Error::Unsupported(_) => errno::EOPNOTSUPP,
             Error::Deadlock { .. } => errno::EDEADLK,
         }
     }
@@ -232,3 +263,125 @@ pub mod errno {
 
 /// The control plane's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant against the errno SPEC's table gives it, written as numbers so that a
+    /// changed constant in [`errno`] is caught too.
+    #[test]
+    fn errno_table() {
+        let id = ObjId(7);
+        let cases: Vec<(Error, i32)> = vec![
+            (Error::NoSuchObject { id }, 2),
+            (Error::NotMapped { range: 0..4096 }, 2),
+            (
+                Error::SplitsArea {
+                    range: 0..4096,
+                    area: 0..8192,
+                },
+                2,
+            ),
+            (
+                Error::Exists {
+                    range: 0..4096,
+                    existing: 0..4096,
+                },
+                17,
+            ),
+            (
+                Error::Misaligned {
+                    what: "iova",
+                    value: 1,
+                },
+                22,
+            ),
+            (Error::ZeroLength { what: "map" }, 22),
+            (
+                Error::InReservedRange {
+                    range: 0..4096,
+                    reserved: 0..1,
+                },
+                22,
+            ),
+            (
+                Error::WrongType {
+                    id,
+                    expected: ObjKind::Ioas,
+                    found: ObjKind::Device,
+                },
+                22,
+            ),
+            (
+                Error::GroupOnOtherHwpt {
+                    group: GroupId(1),
+                    current: id,
+                    requested: ObjId(8),
+                },
+                22,
+            ),
+            (Error::AlreadyAttached { dev: id, hwpt: id }, 22),
+            (Error::NotAttached { dev: id }, 22),
+            (
+                Error::Incompatible {
+                    dev: id,
+                    pt: id,
+                    mapping: 0..4096,
+                    aperture_end: 4096,
+                },
+                22,
+            ),
+            (Error::InvalidIovaBits { bits: 12 }, 22),
+            (Error::EmptyReservedRange { range: 5..5 }, 22),
+            (Error::NoPermission { prot: Prot(0) }, 22),
+            (Error::InvalidArgument("x"), 22),
+            (
+                Error::Busy {
+                    id,
+                    kind: ObjKind::Hwpt,
+                    users: 1,
+                },
+                16,
+            ),
+            (Error::AutoHwpt { id }, 16),
+            (
+                Error::NoSpace {
+                    len: 4096,
+                    align: 4096,
+                },
+                28,
+            ),
+            (
+                Error::ReservedInUse {
+                    dev: id,
+                    reserved: 0..1,
+                    mapping: 0..4096,
+                },
+                98,
+            ),
+            (
+                Error::Overflow {
+                    what: "iova",
+                    start: u64::MAX,
+                    len: 4096,
+                },
+                75,
+            ),
+            (
+                Error::OutsideAperture {
+                    range: 0..4096,
+                    aperture_end: 0,
+                },
+                75,
+            ),
+            (Error::UnknownHwptFlags { bits: 2 }, 95),
+            (Error::Unsupported("x"), 95),
+            (Error::Deadlock { call: "ioas_unmap" }, 35),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.errno(), want, "{e:?}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}

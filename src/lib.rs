@@ -35,24 +35,90 @@
 //! # Ok::<(), viommu::Error>(())
 //! ```
 //!
+//! ## Guarantees
+//!
+//! These are the contract; each is tested, and the concurrent ones are model-checked with loom
+//! ([`docs::loom`]). [`docs::design`] explains how the code keeps them.
+//!
+//! * **G1 snapshot.** Every translation through one [`DmaGuard`] uses one domain, the one
+//!   active when the guard was made.
+//! * **G2 hitless replace.** Across [`Iommu::device_replace`], a translation of an IOVA mapped
+//!   with enough permission in both the old and the new domain never faults; nothing observes
+//!   a blocked or half-built domain.
+//! * **G3 group-wide.** Every device of a group switches at the same instant (one publish).
+//! * **G4 any-to-any.** Replace works between auto and user HWPTs, within one IOAS or across
+//!   two, and to the same target (a no-op).
+//! * **G5 unmap fence.** When [`Iommu::ioas_unmap`] returns, no guard made after the return
+//!   translates into the range, and every guard that might have translated into it has been
+//!   dropped: no DMA is still in flight to the old targets, so the guest may reuse them.
+//! * **G6 detach fence.** When [`Iommu::device_detach`] returns, the device's translations
+//!   fault [`FaultKind::Blocked`] and no guard of that device made before the call is alive.
+//! * **G7 populate before publish.** A domain holds every mapping of its IOAS before any
+//!   device can translate through it; a new IOAS gets the device's reserved ranges before
+//!   the switch, the old IOAS loses them after it.
+//! * **G8 rollback.** A failed control call leaves every object, mapping, reservation and
+//!   count exactly as it was.
+//! * **G9 reclamation.** An object's ID is gone as soon as the call that ends it returns; its
+//!   memory, and that of retired page-table nodes, is freed once no guard can see it; after
+//!   [`Iommu::synchronize`] returns, what was retired before the call has been freed.
+//! * **G10 no deadlock.** All control calls may run concurrently from any threads; locks are
+//!   taken in one documented order.
+//! * **G11 lock-free reads.** Translation takes no lock, makes no syscall, allocates nothing
+//!   and writes no shared cache line.
+//! * **G12 fences wait for guards, not threads.** `ioas_unmap`, `device_detach` and
+//!   `synchronize` wait only for the guards that were alive when they began. A guard made
+//!   after that never delays them, also on a thread that still holds older guards. A fencing
+//!   call returns [`Error::Deadlock`] (`EDEADLK`) exactly when the calling thread itself holds
+//!   a guard that the call would wait for.
+//! * **G13 nothing is freed on a DMA thread.** [`Device::pin`], [`DmaGuard::translate`] and
+//!   dropping a guard never free memory, run deferred destructors, take a lock or make a
+//!   syscall; a pin may allocate only when its thread first uses that `Iommu` or holds more
+//!   guards at once than it ever has. Retired memory is freed by control-plane calls.
+//! * **G14 isolation.** No control call holds a lock shared by every group or every IOAS
+//!   while it does work that grows with the size of an IOAS, so a replace, attach, map or
+//!   unmap on one IOAS is not delayed by a populate or a large unmap on another.
+//!
+//! Errors are one [`Error`] enum whose variants name the offending object or range;
+//! [`Error::errno`] gives the errno iommufd returns for the same mistake.
+//!
+//! ## Using it well
+//!
+//! [`docs::patterns`] is the page to read before wiring `viommu` into an emulator: pin once
+//! per unit of work and never hold a guard across blocking I/O (it delays every unmap and
+//! detach fence), one [`Iommu`] per VM, how many guards a thread may hold, and what the
+//! one-shot [`Device::translate`] does and does not fence.
+//!
 //! ## Safety and correctness
 //!
 //! * The data plane ([`Device::pin`], [`DmaGuard::translate`], [`Device::translate`]) takes no
 //!   lock, makes no syscall and allocates nothing for translations of up to
 //!   [`INLINE_CHUNKS`] pieces.
-//! * Each group's active domain sits behind one `arc_swap::ArcSwap`; replace is one store.
-//! * Page-table nodes emptied by unmap are retired through crossbeam-epoch (a collector per
-//!   `Iommu`); a `DmaGuard` holds one epoch pin, which is also what the unmap and detach
-//!   fences wait for.
+//! * Protection lives in types: a [`DmaGuard`] borrows its [`Device`], is neither `Send` nor
+//!   `Sync`, and a [`Translation`] made through it cannot outlive it (pinned by
+//!   `compile_fail` tests).
 //! * Every `unsafe` block carries a `// SAFETY:` argument and every non-`Relaxed` ordering an
 //!   `// ORDERING:` note naming its pair; the protocols are model-checked with loom
-//!   (`loom-tests/`) and stress-tested (`tests/`).
+//!   ([`docs::loom`]), stress-tested, and the page-table and scenario tests run under
+//!   valgrind's memory checker in CI.
 //!
-//! The guarantees (G1-G11), the protocols and the lock order are in the design notes below.
-#![doc = ""]
-#![doc = include_str!("../docs/design.md")]
+//! ## Features
+//!
+//! `viommu` has no cargo features: everything above is always built. The `viommu_loom` cfg
+//! (set by `scripts/loom.sh`) rebuilds the crate
+//! on loom's primitives for model checking; it is for the crate's own tests, not for users.
+//! The minimum supported Rust version of the library is the `rust-version` in `Cargo.toml`
+//! (1.82); its tests, benches and loom build use dev-dependencies that need newer Rust.
+//!
+//! ## Further reading
+//!
+//! The [`docs`] module holds the longer pages: [`docs::patterns`] (patterns and
+//! limitations), [`docs::design`] (architecture, protocols, orderings, lock order,
+//! reclamation), [`docs::loom`] (model checking and the heap check) and
+//! [`docs::benchmarks`] (the latency suite and how to reproduce its numbers).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+
+pub mod docs;
 
 mod device;
 mod domain;

@@ -1,9 +1,9 @@
 //! The small value types the control and data planes speak in.
 //!
 //! Addresses are plain `u64` in the public signatures (they are the contract iommufd users
-//! know); inside the crate, [`Iova`]-style confusion between IOVAs and targets is avoided by
+//! know; there is no `Iova` newtype); confusion between IOVAs and targets is avoided by
 //! naming: every function that takes both names them `iova` and `target`, and page-table
-//! entries are their own type ([`crate::pagetable`]).
+//! entries are their own type (in `pagetable/`).
 
 use std::fmt;
 use std::ops::{BitOr, Range};
@@ -181,7 +181,11 @@ pub struct Fault {
 }
 
 /// The reason of a [`Fault`].
+///
+/// Non-exhaustive: kinds will be added (PASID and nested stage-1 faults), so a `match` on it
+/// needs a wildcard arm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
 pub enum FaultKind {
     /// Nothing is mapped at the IOVA.
     Unmapped,
@@ -208,7 +212,11 @@ impl fmt::Display for Fault {
 impl std::error::Error for Fault {}
 
 /// The kind of an object behind an [`ObjId`], as errors report it.
+///
+/// Non-exhaustive: kinds will be added (nested HWPTs, PASID attachments), so a `match` on it
+/// needs a wildcard arm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
 pub enum ObjKind {
     /// An I/O address space.
     Ioas,
