@@ -103,14 +103,14 @@ impl Iommu {
     /// `ENOSPC` when object IDs are exhausted.
     pub fn device_bind(&self, group: GroupId, info: DeviceInfo) -> Result<(ObjId, Device)> {
         if !(13..=64).contains(&info.iova_bits) {
-            return Err(Error::InvalidArgument(
-                "DeviceInfo::iova_bits must be in 13..=64",
-            ));
+            return Err(Error::InvalidIovaBits {
+                bits: info.iova_bits,
+            });
         }
         let mut reserved = Vec::with_capacity(info.reserved.len());
         for r in &info.reserved {
             if r.start >= r.end {
-                return Err(Error::InvalidArgument("a reserved range is empty"));
+                return Err(Error::EmptyReservedRange { range: r.clone() });
             }
             reserved.push((r.start & !(PAGE_SIZE - 1), (r.end - 1) | (PAGE_SIZE - 1)));
         }

@@ -77,7 +77,9 @@ impl Iommu {
     /// A HWPT as `pt` (a nested stage-1 on a parent) is `EOPNOTSUPP` in this version.
     pub fn hwpt_alloc(&self, dev: ObjId, pt: ObjId, flags: HwptFlags) -> Result<ObjId> {
         if flags.unknown_bits() != 0 {
-            return Err(Error::Unsupported("unknown HWPT flag bits"));
+            return Err(Error::UnknownHwptFlags {
+                bits: flags.unknown_bits(),
+            });
         }
         let (ioas, bits, limits) = {
             let objects = self.objects();

@@ -89,9 +89,7 @@ impl Iommu {
         let ioas = self.lookup_ioas(ioas)?;
         check_range_args("map", iova.unwrap_or(0), Some(target), len)?;
         if prot.bits() == 0 {
-            return Err(Error::InvalidArgument(
-                "a mapping needs READ, WRITE or both",
-            ));
+            return Err(Error::NoPermission { prot });
         }
         let mut st = lock(&ioas.state);
         if st.destroyed {
