@@ -56,8 +56,8 @@ pub fn ioas_with(iommu: &Iommu, maps: &[(u64, u64, u64, Prot)]) -> ObjId {
 }
 
 /// The set-up most tests start from: a context, one device bound into group 1 and one IOAS,
-/// built up step by step (`Fixture::new(info).map(..).attached()`) and then taken apart with
-/// `let Fixture { iommu, dev, h, ioas } = ...`.
+/// built up step by step and then taken apart:
+/// `let (iommu, dev, h, ioas) = Fixture::new(info).map(..).attached().parts();`.
 pub struct Fixture {
     pub iommu: Iommu,
     /// The device's ID.
@@ -93,6 +93,11 @@ impl Fixture {
         self
     }
 
+    /// `(iommu, dev, h, ioas)`.
+    pub fn parts(self) -> (Iommu, ObjId, Device, ObjId) {
+        (self.iommu, self.dev, self.h, self.ioas)
+    }
+
     /// Attaches the device to the IOAS (through an auto HWPT).
     #[track_caller]
     pub fn attached(self) -> Fixture {
@@ -110,6 +115,12 @@ pub fn chunks(dev: &Device, iova: u64, len: u64, access: Access) -> Vec<Chunk> {
         Ok(t) => t.collect(),
         Err(f) => panic!("translate({iova:#x}, {len:#x}, {access:?}) faulted: {f:?}"),
     }
+}
+
+/// Asserts that `len` bytes at `iova` translate for `access` to one chunk at `target`.
+#[track_caller]
+pub fn assert_maps_to(dev: &Device, iova: u64, len: u64, access: Access, target: u64) {
+    assert_eq!(chunks(dev, iova, len, access), one(iova, target, len));
 }
 
 /// The fault kind of a translation that must fail.

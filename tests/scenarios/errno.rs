@@ -2,7 +2,7 @@
 //! variant and changes nothing.
 
 use super::{Fx, A_IOVA, A_LEN, A_TARGET, B_IOVA, B_LEN, HOLE, MSI};
-use crate::common::{bind, chunks, err, fault, narrow, one, reserving, PAGE};
+use crate::common::{assert_maps_to, bind, err, fault, narrow, reserving, Fixture, PAGE};
 use viommu::errno::{EADDRINUSE, EBUSY, EEXIST, EINVAL, ENOENT, ENOSPC, EOPNOTSUPP, EOVERFLOW};
 use viommu::{Access, DeviceInfo, Error, FaultKind, GroupId, HwptFlags, Iommu, ObjKind, Prot};
 
@@ -140,10 +140,7 @@ fn eexist_fixed_map_over_a_range_in_use() {
         Ok(A_IOVA + A_LEN)
     );
     // and merges with A into one chunk.
-    assert_eq!(
-        chunks(&fx.dev_h, A_IOVA, A_LEN + PAGE, Access::Read),
-        one(A_IOVA, A_TARGET, A_LEN + PAGE)
-    );
+    assert_maps_to(&fx.dev_h, A_IOVA, A_LEN + PAGE, Access::Read, A_TARGET);
 }
 
 #[test]
@@ -227,10 +224,7 @@ fn einval_fixed_map_in_a_reserved_range() {
 /// A byte-granular reserved range reserves every page it touches.
 #[test]
 fn einval_fixed_map_in_any_page_a_reserved_range_touches() {
-    let iommu = Iommu::new();
-    let (dev, _h) = bind(&iommu, 1, reserving(0x5100..0x6001));
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu.device_attach(dev, ioas).unwrap();
+    let (iommu, _dev, _h, ioas) = Fixture::new(reserving(0x5100..0x6001)).attached().parts();
     for page in [0x5000, 0x6000] {
         err(iommu.ioas_map(ioas, Some(page), 0, PAGE, Prot::RW), EINVAL);
     }
@@ -330,10 +324,7 @@ fn einval_replace_and_detach_of_a_device_that_is_not_attached() {
         fault(&fx.peer_h, A_IOVA, PAGE, Access::Read),
         FaultKind::Blocked
     );
-    assert_eq!(
-        chunks(&fx.dev_h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, A_TARGET, PAGE)
-    );
+    assert_maps_to(&fx.dev_h, A_IOVA, PAGE, Access::Read, A_TARGET);
     assert_eq!(io.device_attach(fx.peer, fx.ioas), Ok(fx.hwpt));
     fx.assert_intact();
 }
@@ -415,17 +406,11 @@ fn einval_incompatible_domain_on_attach_replace_and_hwpt_alloc() {
     iommu.device_attach(tiny, low).unwrap();
     err(iommu.device_replace(tiny, high), EINVAL);
     err(iommu.device_replace(tiny, high_hwpt), EINVAL);
-    assert_eq!(
-        chunks(&tiny_h, 0x1000, PAGE, Access::Read),
-        one(0x1000, 0x5000_0000, PAGE)
-    );
+    assert_maps_to(&tiny_h, 0x1000, PAGE, Access::Read, 0x5000_0000);
 
     // The wide device is fine with either.
     assert_eq!(iommu.device_attach(wide, high_hwpt), Ok(high_hwpt));
-    assert_eq!(
-        chunks(&wide_h, 4 << 20, PAGE, Access::Read),
-        one(4 << 20, 0x4000_0000, PAGE)
-    );
+    assert_maps_to(&wide_h, 4 << 20, PAGE, Access::Read, 0x4000_0000);
     // Once the high mapping is gone the tiny device may move there.
     assert_eq!(iommu.ioas_unmap(high, 4 << 20, PAGE), Ok(PAGE));
     assert_eq!(iommu.device_replace(tiny, high_hwpt), Ok(high_hwpt));
@@ -478,14 +463,11 @@ fn ebusy_destroy_of_a_referenced_ioas_or_hwpt_and_of_an_auto_hwpt() {
 
 #[test]
 fn enospc_automatic_map_without_a_free_hole() {
-    let iommu = Iommu::new();
     // A 16 KiB aperture: four pages.
-    let (dev, h) = bind(&iommu, 1, narrow(14));
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu.device_attach(dev, ioas).unwrap();
-    iommu
-        .ioas_map(ioas, Some(PAGE), 0x4000_0000, PAGE, Prot::RW)
-        .unwrap();
+    let (iommu, _dev, h, ioas) = Fixture::new(narrow(14))
+        .attached()
+        .map(PAGE, 0x4000_0000, PAGE, Prot::RW)
+        .parts();
     // Holes: page 0 and pages 2-3.
     let e = err(
         iommu.ioas_map(ioas, None, 0x5000_0000, 3 * PAGE, Prot::RW),
@@ -493,19 +475,13 @@ fn enospc_automatic_map_without_a_free_hole() {
     );
     assert!(matches!(e, Error::NoSpace { .. }), "{e:?}");
     assert_eq!(fault(&h, 2 * PAGE, PAGE, Access::Read), FaultKind::Unmapped);
-    assert_eq!(
-        chunks(&h, PAGE, PAGE, Access::Read),
-        one(PAGE, 0x4000_0000, PAGE)
-    );
+    assert_maps_to(&h, PAGE, PAGE, Access::Read, 0x4000_0000);
     // Two pages fit in exactly one place.
     assert_eq!(
         iommu.ioas_map(ioas, None, 0x5000_0000, 2 * PAGE, Prot::RW),
         Ok(2 * PAGE)
     );
-    assert_eq!(
-        chunks(&h, 2 * PAGE, 2 * PAGE, Access::Read),
-        one(2 * PAGE, 0x5000_0000, 2 * PAGE)
-    );
+    assert_maps_to(&h, 2 * PAGE, 2 * PAGE, Access::Read, 0x5000_0000);
     err(
         iommu.ioas_map(ioas, None, 0x6000_0000, 2 * PAGE, Prot::RW),
         ENOSPC,
@@ -514,12 +490,9 @@ fn enospc_automatic_map_without_a_free_hole() {
 
 #[test]
 fn eaddrinuse_reserved_range_collides_on_attach() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, reserving(MSI));
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas, Some(MSI.end - PAGE), 0x4000_0000, 2 * PAGE, Prot::RW)
-        .unwrap();
+    let (iommu, dev, h, ioas) = Fixture::new(reserving(MSI))
+        .map(MSI.end - PAGE, 0x4000_0000, 2 * PAGE, Prot::RW)
+        .parts();
     let user = iommu.hwpt_alloc(dev, ioas, HwptFlags::empty());
     for pt in [Some(ioas), user.as_ref().ok().copied()]
         .into_iter()
@@ -594,10 +567,7 @@ fn eoverflow_wrapping_map_and_unmap_ranges() {
 
 #[test]
 fn eoverflow_map_leaving_the_aperture_of_an_attached_device() {
-    let iommu = Iommu::new();
-    let (tiny, tiny_h) = bind(&iommu, 1, narrow(21));
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu.device_attach(tiny, ioas).unwrap();
+    let (iommu, tiny, tiny_h, ioas) = Fixture::new(narrow(21)).attached().parts();
     let end = 2u64 << 20;
     let e = err(
         iommu.ioas_map(ioas, Some(end - PAGE), 0x4000_0000, 2 * PAGE, Prot::RW),

@@ -2,13 +2,47 @@
 //! guards held by other threads (G5, G6, `synchronize`).
 
 use super::{Fx, A_IOVA, A_LEN, A_TARGET};
-use crate::common::{chunks, err, fault, one, within, PAGE};
+use crate::common::{assert_maps_to, err, fault, one, within, PAGE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 use viommu::errno::EDEADLK;
-use viommu::{Access, Chunk, Error, FaultKind};
+use viommu::{Access, Chunk, Device, DmaGuard, Error, FaultKind};
+
+/// A guard of `h` held by another thread: the thread pins, runs `before` through the guard,
+/// reports that it holds the guard (this returns then), does 200 ms of "DMA", runs `after`,
+/// raises `dropped` and drops the guard. Its result is `after`'s.
+struct Holder<T> {
+    dropped: Arc<AtomicBool>,
+    thread: thread::JoinHandle<T>,
+}
+
+fn hold_guard<B: 'static, T: Send + 'static>(
+    h: &Device,
+    before: impl FnOnce(&DmaGuard<'_>) -> B + Send + 'static,
+    after: impl FnOnce(&DmaGuard<'_>, B) -> T + Send + 'static,
+) -> Holder<T> {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (pinned_tx, pinned_rx) = mpsc::channel();
+    let thread = {
+        let h = h.clone();
+        let dropped = dropped.clone();
+        thread::spawn(move || {
+            let g = h.pin();
+            let b = before(&g);
+            pinned_tx.send(()).unwrap();
+            // The "DMA" takes a while.
+            thread::sleep(Duration::from_millis(200));
+            let t = after(&g, b);
+            dropped.store(true, Ordering::SeqCst);
+            drop(g);
+            t
+        })
+    };
+    pinned_rx.recv().unwrap();
+    Holder { dropped, thread }
+}
 
 #[test]
 fn edeadlk_waiting_calls_while_the_thread_holds_a_guard_change_nothing() {
@@ -50,23 +84,11 @@ fn edeadlk_waiting_calls_while_the_thread_holds_a_guard_change_nothing() {
 #[test]
 fn unmap_waits_for_a_guard_held_by_another_thread() {
     let fx = Fx::new();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let (pinned_tx, pinned_rx) = mpsc::channel();
-    let holder = {
-        let h = fx.dev_h.clone();
-        let dropped = dropped.clone();
-        thread::spawn(move || {
-            let g = h.pin();
-            let got: Vec<Chunk> = g.translate(A_IOVA, PAGE, Access::Write).unwrap().collect();
-            pinned_tx.send(()).unwrap();
-            // The "DMA" takes a while.
-            thread::sleep(Duration::from_millis(200));
-            dropped.store(true, Ordering::SeqCst);
-            drop(g);
-            got
-        })
-    };
-    pinned_rx.recv().unwrap();
+    let holder = hold_guard(
+        &fx.dev_h,
+        |g| -> Vec<Chunk> { g.translate(A_IOVA, PAGE, Access::Write).unwrap().collect() },
+        |_, got| got,
+    );
     let start = Instant::now();
     let io = fx.iommu.clone();
     let ioas = fx.ioas;
@@ -75,11 +97,11 @@ fn unmap_waits_for_a_guard_held_by_another_thread() {
     });
     assert_eq!(r, Ok(A_LEN));
     assert!(
-        dropped.load(Ordering::SeqCst),
+        holder.dropped.load(Ordering::SeqCst),
         "ioas_unmap returned after {:?} while a guard that translated into the range was alive",
         start.elapsed()
     );
-    assert_eq!(holder.join().unwrap(), one(A_IOVA, A_TARGET, PAGE));
+    assert_eq!(holder.thread.join().unwrap(), one(A_IOVA, A_TARGET, PAGE));
     assert_eq!(
         fault(&fx.dev_h, A_IOVA, PAGE, Access::Read),
         FaultKind::Unmapped
@@ -90,22 +112,11 @@ fn unmap_waits_for_a_guard_held_by_another_thread() {
 #[test]
 fn detach_waits_for_a_guard_of_that_device_held_by_another_thread() {
     let fx = Fx::new();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let (pinned_tx, pinned_rx) = mpsc::channel();
-    let holder = {
-        let h = fx.dev_h.clone();
-        let dropped = dropped.clone();
-        thread::spawn(move || {
-            let g = h.pin();
-            pinned_tx.send(()).unwrap();
-            thread::sleep(Duration::from_millis(200));
-            let ok = g.translate(A_IOVA, PAGE, Access::Read).is_ok();
-            dropped.store(true, Ordering::SeqCst);
-            drop(g);
-            ok
-        })
-    };
-    pinned_rx.recv().unwrap();
+    let holder = hold_guard(
+        &fx.dev_h,
+        |_| (),
+        |g, ()| g.translate(A_IOVA, PAGE, Access::Read).is_ok(),
+    );
     let io = fx.iommu.clone();
     let dev = fx.dev;
     let r = within(Duration::from_secs(10), "device_detach", move || {
@@ -113,48 +124,32 @@ fn detach_waits_for_a_guard_of_that_device_held_by_another_thread() {
     });
     assert_eq!(r, Ok(()));
     assert!(
-        dropped.load(Ordering::SeqCst),
+        holder.dropped.load(Ordering::SeqCst),
         "device_detach returned while a guard of the device was alive"
     );
     // The old guard kept its snapshot to the end.
-    assert!(holder.join().unwrap());
+    assert!(holder.thread.join().unwrap());
     assert_eq!(
         fault(&fx.dev_h, A_IOVA, PAGE, Access::Read),
         FaultKind::Blocked
     );
-    assert_eq!(
-        chunks(&fx.peer_h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, A_TARGET, PAGE)
-    );
+    assert_maps_to(&fx.peer_h, A_IOVA, PAGE, Access::Read, A_TARGET);
 }
 
 /// `synchronize` waits for every guard alive at the call.
 #[test]
 fn synchronize_waits_for_guards_held_by_other_threads() {
     let fx = Fx::new();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let (pinned_tx, pinned_rx) = mpsc::channel();
-    let holder = {
-        let h = fx.lone_h.clone();
-        let dropped = dropped.clone();
-        thread::spawn(move || {
-            let g = h.pin();
-            pinned_tx.send(()).unwrap();
-            thread::sleep(Duration::from_millis(200));
-            dropped.store(true, Ordering::SeqCst);
-            drop(g);
-        })
-    };
-    pinned_rx.recv().unwrap();
+    let holder = hold_guard(&fx.lone_h, |_| (), |_, ()| ());
     let io = fx.iommu.clone();
     let r = within(Duration::from_secs(10), "synchronize", move || {
         io.synchronize()
     });
     assert_eq!(r, Ok(()));
     assert!(
-        dropped.load(Ordering::SeqCst),
+        holder.dropped.load(Ordering::SeqCst),
         "synchronize returned while a guard was alive"
     );
-    holder.join().unwrap();
+    holder.thread.join().unwrap();
     fx.assert_intact();
 }

@@ -23,7 +23,7 @@ mod lifecycle;
 mod replace;
 mod translation;
 
-use common::{bind, chunks, err, fault, ioas_with, one, reserving, PAGE};
+use common::{assert_maps_to, bind, err, fault, ioas_with, reserving, PAGE};
 use std::ops::Range;
 use viommu::errno::{EEXIST, EINVAL, ENOENT};
 use viommu::{Access, Device, DeviceInfo, FaultKind, Iommu, ObjId, Prot};
@@ -89,14 +89,8 @@ impl Fx {
     #[track_caller]
     fn assert_intact(&self) {
         for h in [&self.dev_h, &self.peer_h] {
-            assert_eq!(
-                chunks(h, A_IOVA, A_LEN, Access::Write),
-                one(A_IOVA, A_TARGET, A_LEN)
-            );
-            assert_eq!(
-                chunks(h, B_IOVA + 0x10, PAGE, Access::Read),
-                one(B_IOVA + 0x10, B_TARGET + 0x10, PAGE)
-            );
+            assert_maps_to(h, A_IOVA, A_LEN, Access::Write, A_TARGET);
+            assert_maps_to(h, B_IOVA + 0x10, PAGE, Access::Read, B_TARGET + 0x10);
             assert_eq!(fault(h, B_IOVA, PAGE, Access::Write), FaultKind::Permission);
             assert_eq!(fault(h, HOLE, PAGE, Access::Read), FaultKind::Unmapped);
             assert_eq!(

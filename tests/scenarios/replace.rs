@@ -2,35 +2,30 @@
 //! iommufd selftest.
 
 use super::{Fx, A_IOVA, A_LEN, A_TARGET, B_TARGET, MSI};
-use crate::common::{bind, chunks, err, fault, one, within, PAGE};
+use crate::common::{assert_maps_to, err, fault, ioas_with, one, within, Fixture, PAGE};
 use std::time::Duration;
 use viommu::errno::{EADDRINUSE, EBUSY, EINVAL, ENOENT};
-use viommu::{Access, Chunk, DeviceInfo, Error, FaultKind, HwptFlags, Iommu, Prot};
+use viommu::{Access, Chunk, Device, DeviceInfo, Error, FaultKind, HwptFlags, Iommu, ObjId, Prot};
+
+/// `(iommu, dev, h, [ioas1, ioas2])`: one device of group 1 and two IOASes that map area A's
+/// IOVAs, the first to `A_TARGET` and the second to `B_TARGET`; nothing attached.
+fn two_ioases() -> (Iommu, ObjId, Device, [ObjId; 2]) {
+    let (iommu, dev, h, ioas1) = Fixture::new(DeviceInfo::default())
+        .map(A_IOVA, A_TARGET, A_LEN, Prot::RW)
+        .parts();
+    let ioas2 = ioas_with(&iommu, &[(A_IOVA, B_TARGET, A_LEN, Prot::RW)]);
+    (iommu, dev, h, [ioas1, ioas2])
+}
 
 #[test]
 fn replace_to_a_new_ioas_frees_the_old_auto_hwpt() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
-    let ioas1 = iommu.ioas_alloc().unwrap();
-    let ioas2 = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas1, Some(A_IOVA), A_TARGET, A_LEN, Prot::RW)
-        .unwrap();
-    iommu
-        .ioas_map(ioas2, Some(A_IOVA), B_TARGET, A_LEN, Prot::RW)
-        .unwrap();
+    let (iommu, dev, h, [ioas1, ioas2]) = two_ioases();
     let auto1 = iommu.device_attach(dev, ioas1).unwrap();
-    assert_eq!(
-        chunks(&h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, A_TARGET, PAGE)
-    );
+    assert_maps_to(&h, A_IOVA, PAGE, Access::Read, A_TARGET);
 
     let auto2 = iommu.device_replace(dev, ioas2).unwrap();
     assert_ne!(auto2, auto1);
-    assert_eq!(
-        chunks(&h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, B_TARGET, PAGE)
-    );
+    assert_maps_to(&h, A_IOVA, PAGE, Access::Read, B_TARGET);
 
     // The old auto HWPT is gone at once: replacing back to it is ENOENT and changes nothing.
     let e = err(iommu.device_replace(dev, auto1), ENOENT);
@@ -39,10 +34,7 @@ fn replace_to_a_new_ioas_frees_the_old_auto_hwpt() {
         "{e:?}"
     );
     err(iommu.destroy(auto1), ENOENT);
-    assert_eq!(
-        chunks(&h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, B_TARGET, PAGE)
-    );
+    assert_maps_to(&h, A_IOVA, PAGE, Access::Read, B_TARGET);
     // Its hold on ioas1 went with it.
     iommu.destroy(ioas1).unwrap();
     // The new one is auto: not destroyable by ID.
@@ -58,16 +50,7 @@ fn replace_to_a_new_ioas_frees_the_old_auto_hwpt() {
 /// (different targets) and on one IOAS (same targets).
 #[test]
 fn rotation_between_two_hwpts_translates_through_each_in_turn() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
-    let ioas1 = iommu.ioas_alloc().unwrap();
-    let ioas2 = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas1, Some(A_IOVA), A_TARGET, A_LEN, Prot::RW)
-        .unwrap();
-    iommu
-        .ioas_map(ioas2, Some(A_IOVA), B_TARGET, A_LEN, Prot::RW)
-        .unwrap();
+    let (iommu, dev, h, [ioas1, ioas2]) = two_ioases();
     let a = iommu.hwpt_alloc(dev, ioas1, HwptFlags::empty()).unwrap();
     let b = iommu.hwpt_alloc(dev, ioas2, HwptFlags::empty()).unwrap();
     let a2 = iommu
@@ -75,29 +58,17 @@ fn rotation_between_two_hwpts_translates_through_each_in_turn() {
         .unwrap();
     assert_eq!(iommu.device_attach(dev, a), Ok(a));
     for _ in 0..3 {
-        assert_eq!(
-            chunks(&h, A_IOVA, A_LEN, Access::Read),
-            one(A_IOVA, A_TARGET, A_LEN)
-        );
+        assert_maps_to(&h, A_IOVA, A_LEN, Access::Read, A_TARGET);
         assert_eq!(iommu.device_replace(dev, b), Ok(b));
-        assert_eq!(
-            chunks(&h, A_IOVA, A_LEN, Access::Read),
-            one(A_IOVA, B_TARGET, A_LEN)
-        );
+        assert_maps_to(&h, A_IOVA, A_LEN, Access::Read, B_TARGET);
         assert_eq!(iommu.device_replace(dev, a), Ok(a));
     }
     // Two HWPTs of one IOAS translate alike.
     for _ in 0..3 {
         assert_eq!(iommu.device_replace(dev, a2), Ok(a2));
-        assert_eq!(
-            chunks(&h, A_IOVA, A_LEN, Access::Read),
-            one(A_IOVA, A_TARGET, A_LEN)
-        );
+        assert_maps_to(&h, A_IOVA, A_LEN, Access::Read, A_TARGET);
         assert_eq!(iommu.device_replace(dev, a), Ok(a));
-        assert_eq!(
-            chunks(&h, A_IOVA, A_LEN, Access::Read),
-            one(A_IOVA, A_TARGET, A_LEN)
-        );
+        assert_maps_to(&h, A_IOVA, A_LEN, Access::Read, A_TARGET);
     }
     // User HWPTs survive being replaced away, any number of times.
     for hw in [a, b, a2] {
@@ -112,16 +83,7 @@ fn rotation_between_two_hwpts_translates_through_each_in_turn() {
 /// G1: a guard keeps the domain it was made with across a replace; a new guard sees the new one.
 #[test]
 fn a_guard_keeps_its_domain_across_a_replace() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
-    let ioas1 = iommu.ioas_alloc().unwrap();
-    let ioas2 = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas1, Some(A_IOVA), A_TARGET, A_LEN, Prot::RW)
-        .unwrap();
-    iommu
-        .ioas_map(ioas2, Some(A_IOVA), B_TARGET, A_LEN, Prot::RW)
-        .unwrap();
+    let (iommu, dev, h, [ioas1, ioas2]) = two_ioases();
     iommu.device_attach(dev, ioas1).unwrap();
     let old = h.pin();
     let io = iommu.clone();
@@ -133,10 +95,7 @@ fn a_guard_keeps_its_domain_across_a_replace() {
     .unwrap();
     let through_old: Vec<Chunk> = old.translate(A_IOVA, PAGE, Access::Read).unwrap().collect();
     assert_eq!(through_old, one(A_IOVA, A_TARGET, PAGE));
-    assert_eq!(
-        chunks(&h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, B_TARGET, PAGE)
-    );
+    assert_maps_to(&h, A_IOVA, PAGE, Access::Read, B_TARGET);
     drop(old);
     iommu.device_detach(dev).unwrap();
     err(iommu.destroy(auto2), ENOENT);
@@ -149,9 +108,7 @@ fn a_guard_keeps_its_domain_across_a_replace() {
 fn replace_into_an_ioas_mapping_a_reserved_range_is_refused_then_moves_the_reservation() {
     let fx = Fx::new();
     let io = &fx.iommu;
-    let other = io.ioas_alloc().unwrap();
-    io.ioas_map(other, Some(A_IOVA), B_TARGET, A_LEN, Prot::RW)
-        .unwrap();
+    let other = ioas_with(io, &[(A_IOVA, B_TARGET, A_LEN, Prot::RW)]);
     io.ioas_map(other, Some(MSI.start + PAGE), 0x7000_0000, PAGE, Prot::RW)
         .unwrap();
     let user = io.hwpt_alloc(fx.peer, other, HwptFlags::empty()).unwrap();
@@ -182,10 +139,7 @@ fn replace_into_an_ioas_mapping_a_reserved_range_is_refused_then_moves_the_reser
     assert_ne!(auto2, fx.hwpt);
     err(io.destroy(fx.hwpt), ENOENT);
     for h in [&fx.dev_h, &fx.peer_h] {
-        assert_eq!(
-            chunks(h, A_IOVA, PAGE, Access::Read),
-            one(A_IOVA, B_TARGET, PAGE)
-        );
+        assert_maps_to(h, A_IOVA, PAGE, Access::Read, B_TARGET);
     }
     // The new IOAS reserves the range, byte-granular ranges covering whole pages.
     let e = err(
@@ -201,10 +155,7 @@ fn replace_into_an_ioas_mapping_a_reserved_range_is_refused_then_moves_the_reser
     // And replacing back is now refused, since the old IOAS maps the reserved range.
     err(io.device_replace(fx.dev, fx.ioas), EADDRINUSE);
     for h in [&fx.dev_h, &fx.peer_h] {
-        assert_eq!(
-            chunks(h, A_IOVA, PAGE, Access::Read),
-            one(A_IOVA, B_TARGET, PAGE)
-        );
+        assert_maps_to(h, A_IOVA, PAGE, Access::Read, B_TARGET);
     }
 }
 
@@ -212,17 +163,12 @@ fn replace_into_an_ioas_mapping_a_reserved_range_is_refused_then_moves_the_reser
 fn replace_moves_the_whole_group() {
     let fx = Fx::new();
     let io = &fx.iommu;
-    let other = io.ioas_alloc().unwrap();
-    io.ioas_map(other, Some(A_IOVA), B_TARGET, A_LEN, Prot::RW)
-        .unwrap();
+    let other = ioas_with(io, &[(A_IOVA, B_TARGET, A_LEN, Prot::RW)]);
     let user = io.hwpt_alloc(fx.dev, other, HwptFlags::empty()).unwrap();
     // Replace through one device moves both.
     assert_eq!(io.device_replace(fx.peer, user), Ok(user));
     for h in [&fx.dev_h, &fx.peer_h] {
-        assert_eq!(
-            chunks(h, A_IOVA, PAGE, Access::Read),
-            one(A_IOVA, B_TARGET, PAGE)
-        );
+        assert_maps_to(h, A_IOVA, PAGE, Access::Read, B_TARGET);
     }
     // The old auto HWPT lost its last devices.
     err(io.destroy(fx.hwpt), ENOENT);
@@ -234,10 +180,7 @@ fn replace_moves_the_whole_group() {
         fault(&fx.dev_h, A_IOVA, PAGE, Access::Read),
         FaultKind::Blocked
     );
-    assert_eq!(
-        chunks(&fx.peer_h, A_IOVA, PAGE, Access::Read),
-        one(A_IOVA, B_TARGET, PAGE)
-    );
+    assert_maps_to(&fx.peer_h, A_IOVA, PAGE, Access::Read, B_TARGET);
     // The lone device's group was never involved.
     assert_eq!(
         fault(&fx.lone_h, A_IOVA, PAGE, Access::Read),
@@ -262,9 +205,6 @@ fn replace_to_the_current_hwpt_is_a_no_op() {
     assert_eq!(io.device_replace(fx.peer, user), Ok(user));
     err(io.destroy(user), EBUSY);
     for h in [&fx.dev_h, &fx.peer_h] {
-        assert_eq!(
-            chunks(h, A_IOVA, PAGE, Access::Read),
-            one(A_IOVA, A_TARGET, PAGE)
-        );
+        assert_maps_to(h, A_IOVA, PAGE, Access::Read, A_TARGET);
     }
 }

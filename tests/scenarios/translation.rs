@@ -1,24 +1,17 @@
 //! What a translation returns: maximal chunks across areas, large leaves, the aperture.
 
-use crate::common::{bind, chunks, fault, narrow, one, PAGE};
-use viommu::{Access, Chunk, DeviceInfo, FaultKind, Iommu, Prot};
+use crate::common::{assert_maps_to, fault, narrow, Fixture, PAGE};
+use viommu::{Access, Chunk, DeviceInfo, FaultKind, Prot};
 
 #[test]
 fn chunks_are_maximal_across_separately_mapped_areas() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
-    let ioas = iommu.ioas_alloc().unwrap();
     // Three areas back to back; the first two have contiguous targets, the third does not.
-    iommu
-        .ioas_map(ioas, Some(0x1000), 0x10_0000, 2 * PAGE, Prot::RW)
-        .unwrap();
-    iommu
-        .ioas_map(ioas, Some(0x3000), 0x10_2000, PAGE, Prot::READ)
-        .unwrap();
-    iommu
-        .ioas_map(ioas, Some(0x4000), 0x50_0000, PAGE, Prot::RW)
-        .unwrap();
-    iommu.device_attach(dev, ioas).unwrap();
+    let (_iommu, _dev, h, _ioas) = Fixture::new(DeviceInfo::default())
+        .map(0x1000, 0x10_0000, 2 * PAGE, Prot::RW)
+        .map(0x3000, 0x10_2000, PAGE, Prot::READ)
+        .map(0x4000, 0x50_0000, PAGE, Prot::RW)
+        .attached()
+        .parts();
     let t = h.translate(0x1010, 4 * PAGE - 0x20, Access::Read).unwrap();
     assert_eq!(t.len(), 2);
     assert_eq!(
@@ -52,22 +45,13 @@ fn chunks_are_maximal_across_separately_mapped_areas() {
 
 #[test]
 fn a_two_megabyte_mapping_translates_as_one_chunk() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, DeviceInfo::default());
-    let ioas = iommu.ioas_alloc().unwrap();
     let two_mib = 2 << 20;
-    iommu
-        .ioas_map(ioas, Some(two_mib), 0x4000_0000, two_mib, Prot::RW)
-        .unwrap();
-    iommu.device_attach(dev, ioas).unwrap();
-    assert_eq!(
-        chunks(&h, two_mib, two_mib, Access::Write),
-        one(two_mib, 0x4000_0000, two_mib)
-    );
-    assert_eq!(
-        chunks(&h, two_mib + 0x12_3456, 0x100, Access::Read),
-        one(two_mib + 0x12_3456, 0x4012_3456, 0x100)
-    );
+    let (iommu, _dev, h, ioas) = Fixture::new(DeviceInfo::default())
+        .map(two_mib, 0x4000_0000, two_mib, Prot::RW)
+        .attached()
+        .parts();
+    assert_maps_to(&h, two_mib, two_mib, Access::Write, 0x4000_0000);
+    assert_maps_to(&h, two_mib + 0x12_3456, 0x100, Access::Read, 0x4012_3456);
     assert_eq!(
         fault(&h, 2 * two_mib, PAGE, Access::Read),
         FaultKind::Unmapped
@@ -78,17 +62,11 @@ fn a_two_megabyte_mapping_translates_as_one_chunk() {
 
 #[test]
 fn a_request_past_the_aperture_faults_aperture() {
-    let iommu = Iommu::new();
-    let (dev, h) = bind(&iommu, 1, narrow(21));
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas, Some((2 << 20) - PAGE), 0x4000_0000, PAGE, Prot::RW)
-        .unwrap();
-    iommu.device_attach(dev, ioas).unwrap();
-    assert_eq!(
-        chunks(&h, (2 << 20) - PAGE, PAGE, Access::Read),
-        one((2 << 20) - PAGE, 0x4000_0000, PAGE)
-    );
+    let (_iommu, _dev, h, _ioas) = Fixture::new(narrow(21))
+        .map((2 << 20) - PAGE, 0x4000_0000, PAGE, Prot::RW)
+        .attached()
+        .parts();
+    assert_maps_to(&h, (2 << 20) - PAGE, PAGE, Access::Read, 0x4000_0000);
     assert_eq!(
         fault(&h, (2 << 20) - PAGE, PAGE + 1, Access::Read),
         FaultKind::Aperture
