@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use viommu::{Access, Device, FaultKind, Iommu, Stats};
+use viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, Iommu, ObjId, Prot, Stats};
 
 /// Preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set. loom's own default is
 /// unbounded, which no model here finishes in reasonable time.
@@ -55,6 +55,37 @@ where
         bound.map_or_else(|| "none".to_string(), |b| b.to_string()),
         start.elapsed(),
     );
+}
+
+/// A loom-sized device: an [`IOVA_BITS`] aperture, nothing reserved.
+pub fn info() -> DeviceInfo {
+    DeviceInfo {
+        iova_bits: IOVA_BITS,
+        ..DeviceInfo::default()
+    }
+}
+
+/// Binds a loom-sized device ([`info`]) into group `group`.
+pub fn bind(iommu: &Iommu, group: u32) -> (ObjId, Device) {
+    iommu.device_bind(GroupId(group), info()).unwrap()
+}
+
+/// A new IOAS that maps the page at `iova` to `target`, read-write.
+pub fn ioas_with_page(iommu: &Iommu, iova: u64, target: u64) -> ObjId {
+    let ioas = iommu.ioas_alloc().unwrap();
+    iommu
+        .ioas_map(ioas, Some(iova), target, PAGE, Prot::RW)
+        .unwrap();
+    ioas
+}
+
+/// The set-up of most models: a loom-sized device of group 1 attached (through an auto HWPT)
+/// to a new IOAS that maps the page at `iova` to `target`. Returns `(dev_id, dev, ioas)`.
+pub fn device_on_page(iommu: &Iommu, iova: u64, target: u64) -> (ObjId, Device, ObjId) {
+    let (dev_id, dev) = bind(iommu, 1);
+    let ioas = ioas_with_page(iommu, iova, target);
+    iommu.device_attach(dev_id, ioas).unwrap();
+    (dev_id, dev, ioas)
 }
 
 /// A device's view of one page: the target it translates to for a read, or the fault kind.

@@ -2,19 +2,12 @@
 #![cfg(viommu_loom)]
 
 use loom::thread;
-use viommu::{DeviceInfo, FaultKind, GroupId, Iommu, Prot};
-use viommu_loom_tests::{assert_nothing_live, model, page_target, settled, IOVA_BITS, PAGE};
+use viommu::{FaultKind, Iommu, Prot};
+use viommu_loom_tests::{assert_nothing_live, device_on_page, model, page_target, settled, PAGE};
 
 /// With 16-bit IOVAs under loom, a level-1 entry covers 16 KiB: pages 0x0000..0x3fff share one
 /// leaf table, 0x4000..0x7fff the next.
 const SPAN: u64 = 4 * PAGE;
-
-fn info() -> DeviceInfo {
-    DeviceInfo {
-        iova_bits: IOVA_BITS,
-        reserved: Vec::new(),
-    }
-}
 
 /// A two-page map (0x3000 into an existing leaf table, 0x4000 into a new one) races a reader
 /// that translates both pages and their mapped neighbour 0x2000. Each page is seen whole
@@ -30,12 +23,7 @@ fn map_vs_translate() {
     const TARGET: u64 = 0x20_0000;
     model("map_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(NEIGHBOUR), NEIGHBOUR_TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, NEIGHBOUR, NEIGHBOUR_TARGET);
 
         let reader = {
             let dev = dev.clone();
@@ -78,12 +66,7 @@ fn retire_vs_walk() {
     const TARGET: u64 = 0x30_0000;
     model("retire_vs_walk", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
         assert_eq!(iommu.stats().live_tables, 2);
 
         let reader = {

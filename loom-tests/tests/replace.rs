@@ -2,9 +2,9 @@
 #![cfg(viommu_loom)]
 
 use loom::thread;
-use viommu::{DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
+use viommu::{HwptFlags, Iommu};
 use viommu_loom_tests::{
-    assert_nothing_live, model, page_target, settled, target_of, IOVA_BITS, PAGE,
+    assert_nothing_live, bind, ioas_with_page, model, page_target, settled, target_of,
 };
 
 const IOVA: u64 = 0x1000;
@@ -13,13 +13,6 @@ const NEW: u64 = 0x20_0000;
 const T1: u64 = 0x30_0000;
 const T2: u64 = 0x40_0000;
 
-fn info() -> DeviceInfo {
-    DeviceInfo {
-        iova_bits: IOVA_BITS,
-        reserved: Vec::new(),
-    }
-}
-
 /// G1, G2: a reader that pins and translates while the device is replaced from an auto HWPT
 /// on one IOAS to a new auto HWPT on another sees the old or the new target, never a fault and
 /// never a torn chunk, and both translations through one guard agree.
@@ -27,15 +20,9 @@ fn info() -> DeviceInfo {
 fn replace_vs_translate() {
     model("replace_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), NEW, PAGE, Prot::RW)
-            .unwrap();
+        let (dev_id, dev) = bind(&iommu, 1);
+        let ioas1 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas2 = ioas_with_page(&iommu, IOVA, NEW);
         iommu.device_attach(dev_id, ioas1).unwrap();
 
         let reader_dev = dev.clone();
@@ -73,15 +60,9 @@ fn replace_vs_translate() {
 fn replace_vs_guard_lifetime() {
     model("replace_vs_guard_lifetime", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), NEW, PAGE, Prot::RW)
-            .unwrap();
+        let (dev_id, dev) = bind(&iommu, 1);
+        let ioas1 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas2 = ioas_with_page(&iommu, IOVA, NEW);
         iommu.device_attach(dev_id, ioas1).unwrap();
         let user = iommu.hwpt_alloc(dev_id, ioas2, HwptFlags::empty()).unwrap();
         assert_eq!(iommu.stats().live_domains, 2);
@@ -126,20 +107,11 @@ fn replace_vs_guard_lifetime() {
 fn replace_vs_replace() {
     model("replace_vs_replace", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas0 = iommu.ioas_alloc().unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas0, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let (a_id, a) = bind(&iommu, 1);
+        let (b_id, b) = bind(&iommu, 1);
+        let ioas0 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
+        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
         let h0 = iommu.device_attach(a_id, ioas0).unwrap();
         assert_eq!(iommu.device_attach(b_id, ioas0).unwrap(), h0);
 
@@ -186,16 +158,10 @@ fn replace_vs_replace() {
 fn replace_crossing_ioases() {
     model("replace_crossing_ioases", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(2), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let (a_id, a) = bind(&iommu, 1);
+        let (b_id, b) = bind(&iommu, 2);
+        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
+        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
         iommu.device_attach(a_id, ioas1).unwrap();
         iommu.device_attach(b_id, ioas2).unwrap();
 
@@ -222,16 +188,10 @@ fn replace_crossing_ioases() {
 fn replace_crossing_user_hwpts() {
     model("replace_crossing_user_hwpts", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(2), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let (a_id, a) = bind(&iommu, 1);
+        let (b_id, b) = bind(&iommu, 2);
+        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
+        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
         let flags = HwptFlags::empty();
         let a_old = iommu.hwpt_alloc(a_id, ioas1, flags).unwrap();
         let a_new = iommu.hwpt_alloc(a_id, ioas2, flags).unwrap();

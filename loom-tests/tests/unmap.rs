@@ -5,8 +5,8 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use viommu::{DeviceInfo, FaultKind, GroupId, Iommu, Prot};
-use viommu_loom_tests::{assert_nothing_live, model, page_target, settled, IOVA_BITS, PAGE};
+use viommu::{FaultKind, Iommu};
+use viommu_loom_tests::{assert_nothing_live, device_on_page, model, page_target, settled, PAGE};
 
 const IOVA: u64 = 0x1000;
 const TARGET: u64 = 0x10_0000;
@@ -26,20 +26,7 @@ const REUSED_DATA: u64 = 0x5e1f;
 fn unmap_vs_translate() {
     model("unmap_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(
-                GroupId(1),
-                DeviceInfo {
-                    iova_bits: IOVA_BITS,
-                    reserved: Vec::new(),
-                },
-            )
-            .unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
         let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
         let unmapped = Arc::new(AtomicBool::new(false));
 
