@@ -67,6 +67,11 @@ impl Scenario {
         }
     }
 
+    /// This scenario's results in `rs`, in run order.
+    pub fn results(self, rs: &[CaseResult]) -> Vec<&CaseResult> {
+        rs.iter().filter(|r| r.scenario == self.name()).collect()
+    }
+
     /// The scenario called `name`.
     pub fn from_name(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
