@@ -6,19 +6,19 @@
 //! Run with `cargo bench --bench translate`; `docs/benchmarks.md` says what each group
 //! measures. The latency suite with percentiles and ratio targets is `viommu-perf`.
 
+mod common;
+
+use common::{config, first_target, with_background, TwoDomains, MIB2, PAGE};
 use criterion::{black_box, BenchmarkId, Criterion};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
-use std::time::Duration;
-use viommu::{Access, Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot};
+use viommu::Access;
 
 #[path = "../perf/src/baselines/radix.rs"]
 #[allow(dead_code)]
 mod radix;
 
-const PAGE: u64 = 4096;
-const MIB2: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
 /// 4 KiB mappings: 256 pages whose target is not 2 MiB aligned, so the walk ends at level 0.
 const IOVA_4K: u64 = 0x1000_0000;
@@ -33,15 +33,6 @@ const TARGET_1G: u64 = 0x60_0000_0000;
 /// Bytes a request translates.
 const LEN: u64 = 512;
 
-/// One device on a user HWPT of an IOAS holding every mapping above, plus a second HWPT (of
-/// a second IOAS with the same mappings) to replace to.
-struct Fixture {
-    iommu: Iommu,
-    dev_id: ObjId,
-    dev: Device,
-    hwpt: [ObjId; 2],
-}
-
 /// `(iova, target, len)` of every mapping.
 fn mappings() -> Vec<(u64, u64, u64)> {
     let mut v: Vec<(u64, u64, u64)> = (0..PAGES_4K)
@@ -52,32 +43,10 @@ fn mappings() -> Vec<(u64, u64, u64)> {
     v
 }
 
-impl Fixture {
-    fn new() -> Fixture {
-        let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(GroupId(0), DeviceInfo::default())
-            .expect("bind");
-        let mut hwpt = [dev_id; 2];
-        for h in &mut hwpt {
-            let ioas = iommu.ioas_alloc().expect("ioas");
-            for (iova, target, len) in mappings() {
-                iommu
-                    .ioas_map(ioas, Some(iova), target, len, Prot::RW)
-                    .expect("map");
-            }
-            *h = iommu
-                .hwpt_alloc(dev_id, ioas, HwptFlags::empty())
-                .expect("hwpt");
-        }
-        iommu.device_attach(dev_id, hwpt[0]).expect("attach");
-        Fixture {
-            iommu,
-            dev_id,
-            dev,
-            hwpt,
-        }
-    }
+/// One device on a user HWPT of an IOAS holding every mapping above, plus a second HWPT (of
+/// a second IOAS with the same mappings) to replace to.
+fn fixture() -> TwoDomains {
+    TwoDomains::new(|_| mappings())
 }
 
 /// The same mappings as a plain radix table.
@@ -111,33 +80,13 @@ fn iova_4k(i: u64) -> u64 {
     IOVA_4K + (i.wrapping_mul(97) % PAGES_4K) * PAGE + 1024
 }
 
-fn first_target(t: Result<viommu::Translation<'_>, viommu::Fault>) -> u64 {
-    t.ok().and_then(|mut t| t.next()).map_or(0, |c| c.target)
-}
-
-/// Runs `body` while a second thread runs `background` in a loop.
-fn with_background<R>(background: impl Fn() + Sync, body: impl FnOnce() -> R) -> R {
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // Relaxed: the flag only ends the loop.
-            while !stop.load(Ordering::Relaxed) {
-                background();
-            }
-        });
-        let r = body();
-        stop.store(true, Ordering::Relaxed);
-        r
-    })
-}
-
 fn pin(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     c.bench_function("pin", |b| b.iter(|| drop(black_box(f.dev.pin()))));
 }
 
 fn guard_hit(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let mut g = c.benchmark_group("guard_translate");
     {
         let guard = f.dev.pin();
@@ -163,7 +112,7 @@ fn guard_hit(c: &mut Criterion) {
 }
 
 fn one_shot(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let bt = btree_table();
     let rx = radix_table();
     let mut g = c.benchmark_group("one_shot");
@@ -190,7 +139,7 @@ fn one_shot(c: &mut Criterion) {
 }
 
 fn contended(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let bt = btree_table();
     let mut g = c.benchmark_group("contended");
     let mut i = 0u64;
@@ -262,15 +211,8 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-}
-
 fn main() {
-    let mut c = config().configure_from_args();
+    let mut c = config(50).configure_from_args();
     pin(&mut c);
     guard_hit(&mut c);
     one_shot(&mut c);
