@@ -12,6 +12,22 @@ use viommu::errno::{
 };
 use viommu::{HwptFlags, ObjId, Prot};
 
+/// See [`Model::pt_call`].
+struct PtCall {
+    pt_id: ObjId,
+    dev_id: ObjId,
+    group: usize,
+    ctx: String,
+    /// The errnos the call may return so far.
+    errs: Vec<i32>,
+    /// Whether the call may succeed so far.
+    ok: bool,
+    /// The kind of the object the call names, and its IOAS.
+    target: Option<(Kind, ObjId)>,
+    /// The group's HWPT before the call.
+    cur: Option<ObjId>,
+}
+
 impl Model {
     // --- operations ------------------------------------------------------------------------
 
@@ -392,6 +408,28 @@ impl Model {
         }
     }
 
+    /// The start an attach and a replace (`call`) of device `d` to `pt` share: the IDs, the
+    /// context, the checks of the object `pt` names and the group's HWPT. `None` when there is
+    /// nothing to pick.
+    fn pt_call(&self, d: usize, pt: Pt, call: &str, ctx: &str) -> Option<PtCall> {
+        let pt_id = self.resolve_pt(pt)?;
+        let dev_id = self.devs[d].id;
+        let group = self.devs[d].group;
+        let ctx = format!("{ctx} = {call}({dev_id:?}, {pt_id:?})");
+        let mut errs = Vec::new();
+        let target = self.pt_target(pt_id, &mut errs);
+        Some(PtCall {
+            pt_id,
+            dev_id,
+            group,
+            ctx,
+            errs,
+            ok: target.is_some(),
+            target,
+            cur: self.group_hwpt[group],
+        })
+    }
+
     /// True if a group on HWPT `cur` asking for `pt_id` (of kind `kind`) is already there.
     pub(crate) fn is_current(&self, cur: ObjId, kind: Kind, pt_id: ObjId) -> bool {
         match kind {
@@ -418,19 +456,20 @@ impl Model {
     }
 
     pub(crate) fn op_attach(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
-        let Some(pt_id) = self.resolve_pt(pt) else {
+        let Some(PtCall {
+            pt_id,
+            dev_id,
+            group,
+            ctx,
+            mut errs,
+            mut ok,
+            target,
+            cur,
+        }) = self.pt_call(d, pt, "device_attach", ctx)
+        else {
             return Ok(());
         };
-        let dev_id = self.devs[d].id;
-        let group = self.devs[d].group;
-        let ctx = &format!("{ctx} = device_attach({dev_id:?}, {pt_id:?})");
-        let mut errs = Vec::new();
-        let mut ok = true;
-        let target = self.pt_target(pt_id, &mut errs);
-        if target.is_none() {
-            ok = false;
-        }
-        let cur = self.group_hwpt[group];
+        let ctx = &ctx;
         if self.devs[d].attached {
             errs.push(EINVAL);
             ok = false;
@@ -480,19 +519,20 @@ impl Model {
     }
 
     pub(crate) fn op_replace(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
-        let Some(pt_id) = self.resolve_pt(pt) else {
+        let Some(PtCall {
+            pt_id,
+            dev_id,
+            group,
+            ctx,
+            mut errs,
+            mut ok,
+            target,
+            cur,
+        }) = self.pt_call(d, pt, "device_replace", ctx)
+        else {
             return Ok(());
         };
-        let dev_id = self.devs[d].id;
-        let group = self.devs[d].group;
-        let ctx = &format!("{ctx} = device_replace({dev_id:?}, {pt_id:?})");
-        let mut errs = Vec::new();
-        let mut ok = true;
-        let target = self.pt_target(pt_id, &mut errs);
-        if target.is_none() {
-            ok = false;
-        }
-        let cur = self.group_hwpt[group];
+        let ctx = &ctx;
         let mut noop = false;
         if !self.devs[d].attached {
             errs.push(EINVAL);
