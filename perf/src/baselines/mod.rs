@@ -214,17 +214,11 @@ macro_rules! with_translator {
         use std::sync::Arc;
         use $crate::baselines::{btree, iotlb, mutex_radix, unsync, viommu_api as vi, Kind};
         let layout: &$crate::baselines::Layout = $layout;
-        match $kind {
-            Kind::Viommu => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::Replace));
-                $body
-            }
-            Kind::ViommuGuard => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::Guard64));
-                $body
-            }
-            Kind::DetachAttach => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::DetachAttach));
+        let kind: Kind = $kind;
+        match kind {
+            Kind::Viommu | Kind::ViommuGuard | Kind::DetachAttach => {
+                let flavor = vi::Flavor::of(kind).expect("a viommu kind");
+                let $t = Arc::new(vi::ViommuTranslator::new(layout, flavor));
                 $body
             }
             Kind::RwLockBTree => {

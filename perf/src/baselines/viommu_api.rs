@@ -14,7 +14,7 @@
 //!   gap fault as blocked, and the scenarios count those faults.
 
 use super::two_domains::TwoDomains;
-use super::{translate_each, DomainIdx, Layout, OpError, Translator};
+use super::{translate_each, DomainIdx, Kind, Layout, OpError, Translator};
 use ::viommu::{Access, Device, Fault, FaultKind, Iommu, ObjId, Prot, Translation};
 
 /// How readers translate and how the device switches domains.
@@ -26,6 +26,18 @@ pub enum Flavor {
     Guard64,
     /// One-shot translate, `device_detach` + `device_attach`.
     DetachAttach,
+}
+
+impl Flavor {
+    /// The flavour that implements `kind`, if `kind` is one of viommu's.
+    pub fn of(kind: Kind) -> Option<Flavor> {
+        match kind {
+            Kind::Viommu => Some(Flavor::Replace),
+            Kind::ViommuGuard => Some(Flavor::Guard64),
+            Kind::DetachAttach => Some(Flavor::DetachAttach),
+            _ => None,
+        }
+    }
 }
 
 /// One device of a viommu context with two prebuilt domains.

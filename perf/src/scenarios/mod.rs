@@ -102,15 +102,7 @@ impl Scenario {
             Scenario::TranslateIdle | Scenario::TranslateMapUnmap => {
                 &[Viommu, ViommuGuard, RwLockBTree, Iotlb, MutexRadix, Unsync]
             }
-            Scenario::TranslateReplace => &[
-                Viommu,
-                ViommuGuard,
-                DetachAttach,
-                RwLockBTree,
-                Iotlb,
-                MutexRadix,
-                Unsync,
-            ],
+            Scenario::TranslateReplace => &Kind::ALL,
             Scenario::Replace => &[
                 Viommu,
                 ViommuGuard,
