@@ -27,6 +27,11 @@ pub const IOVA_BITS: u8 = 16;
 /// One 4 KiB page.
 pub const PAGE: u64 = 0x1000;
 
+/// The page most models map, and where it goes.
+pub const IOVA: u64 = 0x1000;
+/// See [`IOVA`].
+pub const TARGET: u64 = 0x10_0000;
+
 /// Runs `f` under loom's model checker with the preemption bound from `LOOM_MAX_PREEMPTIONS`
 /// (default [`DEFAULT_PREEMPTIONS`]), and prints how many executions it explored.
 pub fn model<F>(name: &str, f: F)
@@ -125,6 +130,13 @@ pub fn settled(iommu: &Iommu) -> Stats {
         .synchronize()
         .expect("no guard held by the model thread");
     iommu.stats()
+}
+
+/// After a grace period, asserts that `(live_domains, live_tables)` is `want`; `what` says why.
+#[track_caller]
+pub fn assert_live(iommu: &Iommu, want: (usize, usize), what: &str) {
+    let s = settled(iommu);
+    assert_eq!((s.live_domains, s.live_tables), want, "{what}: {s:?}");
 }
 
 /// Asserts that nothing is left: no paging domain and no page-table node is still allocated.

@@ -7,11 +7,8 @@ use loom::thread;
 use viommu::{FaultKind, Iommu};
 use viommu_loom_tests::{
     assert_nothing_live, bind, device_on_page, ioas_with_page, model, page_target, settled,
-    target_of,
+    target_of, IOVA, TARGET,
 };
-
-const IOVA: u64 = 0x1000;
-const TARGET: u64 = 0x10_0000;
 
 /// The last device of an auto HWPT detaches (freeing it) while a device of another group
 /// attaches to the same IOAS. The attach either joins the old auto HWPT before it is freed

@@ -3,7 +3,9 @@
 
 use loom::thread;
 use viommu::{FaultKind, Iommu, Prot};
-use viommu_loom_tests::{assert_nothing_live, device_on_page, model, page_target, settled, PAGE};
+use viommu_loom_tests::{
+    assert_live, assert_nothing_live, device_on_page, model, page_target, settled, PAGE,
+};
 
 /// With 16-bit IOVAs under loom, a level-1 entry covers 16 KiB: pages 0x0000..0x3fff share one
 /// leaf table, 0x4000..0x7fff the next.
@@ -92,12 +94,7 @@ fn retire_vs_walk() {
         assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
         reader.join().unwrap();
 
-        let s = settled(&iommu);
-        assert_eq!(
-            (s.live_domains, s.live_tables),
-            (1, 1),
-            "only the root is left: {s:?}"
-        );
+        assert_live(&iommu, (1, 1), "only the root is left");
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
     });

@@ -2,16 +2,29 @@
 #![cfg(viommu_loom)]
 
 use loom::thread;
-use viommu::{HwptFlags, Iommu};
+use viommu::{Device, HwptFlags, Iommu, ObjId};
 use viommu_loom_tests::{
-    assert_nothing_live, bind, ioas_with_page, model, page_target, settled, target_of,
+    assert_nothing_live, bind, ioas_with_page, model, page_target, settled, target_of, IOVA,
 };
 
-const IOVA: u64 = 0x1000;
 const OLD: u64 = 0x10_0000;
 const NEW: u64 = 0x20_0000;
 const T1: u64 = 0x30_0000;
 const T2: u64 = 0x40_0000;
+
+/// Devices A and B, of groups 1 and 2, and IOASes 1 and 2 mapping `IOVA` to `T1` and `T2`.
+fn two_groups(iommu: &Iommu) -> ([(ObjId, Device); 2], [ObjId; 2]) {
+    let devices = [bind(iommu, 1), bind(iommu, 2)];
+    let ioas = [T1, T2].map(|t| ioas_with_page(iommu, IOVA, t));
+    (devices, ioas)
+}
+
+/// A crossed over to IOAS 2 and B to IOAS 1.
+#[track_caller]
+fn assert_crossed(a: &Device, b: &Device) {
+    assert_eq!(target_of(a, IOVA), Ok(T2));
+    assert_eq!(target_of(b, IOVA), Ok(T1));
+}
 
 /// G1, G2: a reader that pins and translates while the device is replaced from an auto HWPT
 /// on one IOAS to a new auto HWPT on another sees the old or the new target, never a fault and
@@ -158,10 +171,7 @@ fn replace_vs_replace() {
 fn replace_crossing_ioases() {
     model("replace_crossing_ioases", || {
         let iommu = Iommu::new();
-        let (a_id, a) = bind(&iommu, 1);
-        let (b_id, b) = bind(&iommu, 2);
-        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
-        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
+        let ([(a_id, a), (b_id, b)], [ioas1, ioas2]) = two_groups(&iommu);
         iommu.device_attach(a_id, ioas1).unwrap();
         iommu.device_attach(b_id, ioas2).unwrap();
 
@@ -170,8 +180,7 @@ fn replace_crossing_ioases() {
         iommu.device_replace(b_id, ioas1).unwrap();
         racer.join().unwrap();
 
-        assert_eq!(target_of(&a, IOVA), Ok(T2));
-        assert_eq!(target_of(&b, IOVA), Ok(T1));
+        assert_crossed(&a, &b);
         let s = settled(&iommu);
         assert_eq!((s.hwpts, s.live_domains, s.live_tables), (2, 2, 4), "{s:?}");
         iommu.device_detach(a_id).unwrap();
@@ -188,10 +197,7 @@ fn replace_crossing_ioases() {
 fn replace_crossing_user_hwpts() {
     model("replace_crossing_user_hwpts", || {
         let iommu = Iommu::new();
-        let (a_id, a) = bind(&iommu, 1);
-        let (b_id, b) = bind(&iommu, 2);
-        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
-        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
+        let ([(a_id, a), (b_id, b)], [ioas1, ioas2]) = two_groups(&iommu);
         let flags = HwptFlags::empty();
         let a_old = iommu.hwpt_alloc(a_id, ioas1, flags).unwrap();
         let a_new = iommu.hwpt_alloc(a_id, ioas2, flags).unwrap();
@@ -205,8 +211,7 @@ fn replace_crossing_user_hwpts() {
         assert_eq!(iommu.device_replace(b_id, b_new).unwrap(), b_new);
         assert_eq!(racer.join().unwrap(), a_new);
 
-        assert_eq!(target_of(&a, IOVA), Ok(T2));
-        assert_eq!(target_of(&b, IOVA), Ok(T1));
+        assert_crossed(&a, &b);
         iommu.device_detach(a_id).unwrap();
         iommu.device_detach(b_id).unwrap();
         for h in [a_old, a_new, b_old, b_new] {

@@ -6,10 +6,10 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use viommu::{FaultKind, Iommu};
-use viommu_loom_tests::{assert_nothing_live, device_on_page, model, page_target, settled, PAGE};
+use viommu_loom_tests::{
+    assert_live, assert_nothing_live, device_on_page, model, page_target, IOVA, PAGE, TARGET,
+};
 
-const IOVA: u64 = 0x1000;
-const TARGET: u64 = 0x10_0000;
 /// What the guest page holds while it is mapped, and after the guest reuses it.
 const MAPPED_DATA: u64 = 0xd1a;
 const REUSED_DATA: u64 = 0x5e1f;
@@ -71,12 +71,7 @@ fn unmap_vs_translate() {
         memory.with_mut(|p| unsafe { *p = REUSED_DATA });
         reader.join().unwrap();
 
-        let s = settled(&iommu);
-        assert_eq!(
-            (s.live_domains, s.live_tables),
-            (1, 1),
-            "the leaf table is freed: {s:?}"
-        );
+        assert_live(&iommu, (1, 1), "the leaf table is freed");
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
     });
