@@ -456,41 +456,32 @@ impl Model {
     }
 
     pub(crate) fn op_attach(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
-        let Some(PtCall {
-            pt_id,
-            dev_id,
-            group,
-            ctx,
-            mut errs,
-            mut ok,
-            target,
-            cur,
-        }) = self.pt_call(d, pt, "device_attach", ctx)
-        else {
+        let Some(mut c) = self.pt_call(d, pt, "device_attach", ctx) else {
             return Ok(());
         };
-        let ctx = &ctx;
+        let (pt_id, dev_id, group, cur, target) = (c.pt_id, c.dev_id, c.group, c.cur, c.target);
         if self.devs[d].attached {
-            errs.push(EINVAL);
-            ok = false;
+            c.errs.push(EINVAL);
+            c.ok = false;
         }
         if let Some((kind, t)) = target {
             if let Some(cur) = cur {
                 if !self.is_current(cur, kind, pt_id) {
-                    errs.push(EINVAL);
-                    ok = false;
+                    c.errs.push(EINVAL);
+                    c.ok = false;
                 }
             }
-            if !self.fit_errors(&[d], t, &mut errs) {
-                ok = false;
+            if !self.fit_errors(&[d], t, &mut c.errs) {
+                c.ok = false;
             }
         }
         match self.note(self.iommu.device_attach(dev_id, pt_id)) {
-            Err(e) => check_errno(&e, &errs, ok, ctx),
+            Err(e) => check_errno(&e, &c.errs, c.ok, &c.ctx),
             Ok(h) => {
-                if !ok {
+                if !c.ok {
                     return fail(format!(
-                        "{ctx}: got Ok({h:?}), model expects errno in {errs:?}"
+                        "{}: got Ok({h:?}), model expects errno in {:?}",
+                        c.ctx, c.errs
                     ));
                 }
                 let (kind, _) = target.expect("ok");
@@ -502,13 +493,14 @@ impl Model {
                 match want {
                     Some(want) if h != want => {
                         return fail(format!(
-                            "{ctx}: returned HWPT {h:?}, model expects {want:?}"
+                            "{}: returned HWPT {h:?}, model expects {want:?}",
+                            c.ctx
                         ));
                     }
                     Some(_) => {}
                     None => {
                         let made_for = self.devs[d].aperture;
-                        self.adopt_auto(h, pt_id, made_for, ctx)?;
+                        self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
                     }
                 }
                 self.devs[d].attached = true;
@@ -519,24 +511,14 @@ impl Model {
     }
 
     pub(crate) fn op_replace(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
-        let Some(PtCall {
-            pt_id,
-            dev_id,
-            group,
-            ctx,
-            mut errs,
-            mut ok,
-            target,
-            cur,
-        }) = self.pt_call(d, pt, "device_replace", ctx)
-        else {
+        let Some(mut c) = self.pt_call(d, pt, "device_replace", ctx) else {
             return Ok(());
         };
-        let ctx = &ctx;
+        let (pt_id, dev_id, group, cur, target) = (c.pt_id, c.dev_id, c.group, c.cur, c.target);
         let mut noop = false;
         if !self.devs[d].attached {
-            errs.push(EINVAL);
-            ok = false;
+            c.errs.push(EINVAL);
+            c.ok = false;
         } else if let Some((kind, t)) = target {
             let cur = cur.expect("an attached device's group has a HWPT");
             noop = self.is_current(cur, kind, pt_id);
@@ -544,17 +526,18 @@ impl Model {
                 let moving: Vec<usize> = (0..self.devs.len())
                     .filter(|&m| self.devs[m].group == group && self.devs[m].attached)
                     .collect();
-                if !self.fit_errors(&moving, t, &mut errs) {
-                    ok = false;
+                if !self.fit_errors(&moving, t, &mut c.errs) {
+                    c.ok = false;
                 }
             }
         }
         match self.note(self.iommu.device_replace(dev_id, pt_id)) {
-            Err(e) => check_errno(&e, &errs, ok, ctx),
+            Err(e) => check_errno(&e, &c.errs, c.ok, &c.ctx),
             Ok(h) => {
-                if !ok {
+                if !c.ok {
                     return fail(format!(
-                        "{ctx}: got Ok({h:?}), model expects errno in {errs:?}"
+                        "{}: got Ok({h:?}), model expects errno in {:?}",
+                        c.ctx, c.errs
                     ));
                 }
                 let cur = cur.expect("attached");
@@ -562,18 +545,19 @@ impl Model {
                 if noop {
                     if h != cur {
                         return fail(format!(
-                            "{ctx}: replace to the current HWPT returned {h:?}, expected {cur:?}"
+                            "{}: replace to the current HWPT returned {h:?}, expected {cur:?}",
+                            c.ctx
                         ));
                     }
                     return Ok(());
                 }
                 if kind == Kind::Hwpt {
                     if h != pt_id {
-                        return fail(format!("{ctx}: returned {h:?}, expected {pt_id:?}"));
+                        return fail(format!("{}: returned {h:?}, expected {pt_id:?}", c.ctx));
                     }
                 } else {
                     let made_for = self.devs[d].aperture;
-                    self.adopt_auto(h, pt_id, made_for, ctx)?;
+                    self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
                 }
                 self.group_hwpt[group] = Some(h);
                 self.free_if_unused(cur);
