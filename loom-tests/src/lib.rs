@@ -124,6 +124,24 @@ pub fn page_target(guard: &viommu::DmaGuard<'_>, iova: u64) -> Result<u64, Fault
     }
 }
 
+/// What a guard made after a reader looked at a fence's flag sees (`r`): with the flag up
+/// (`fenced`: the fencing call, `what`, had returned) exactly `fault`; before, the old `target`
+/// or `fault`.
+#[track_caller]
+pub fn assert_after_fence(
+    r: Result<u64, FaultKind>,
+    fenced: bool,
+    target: u64,
+    fault: FaultKind,
+    what: &str,
+) {
+    if fenced {
+        assert_eq!(r, Err(fault), "a guard made after {what} returned");
+    } else {
+        assert!(r == Ok(target) || r == Err(fault), "{r:x?}");
+    }
+}
+
 /// Waits for every guard and frees everything retired, then returns the counts.
 pub fn settled(iommu: &Iommu) -> Stats {
     iommu

@@ -6,8 +6,8 @@ use loom::sync::Arc;
 use loom::thread;
 use viommu::{FaultKind, Iommu};
 use viommu_loom_tests::{
-    assert_nothing_live, bind, device_on_page, ioas_with_page, model, page_target, settled,
-    target_of, IOVA, TARGET,
+    assert_after_fence, assert_nothing_live, bind, device_on_page, ioas_with_page, model,
+    page_target, settled, target_of, IOVA, TARGET,
 };
 
 /// The last device of an auto HWPT detaches (freeing it) while a device of another group
@@ -117,15 +117,7 @@ fn detach_vs_translate() {
                 }
                 let after = detached.load(Ordering::Acquire);
                 let r = target_of(&dev, IOVA);
-                if after {
-                    assert_eq!(
-                        r,
-                        Err(FaultKind::Blocked),
-                        "a guard made after detach returned"
-                    );
-                } else {
-                    assert!(r == Ok(TARGET) || r == Err(FaultKind::Blocked), "{r:x?}");
-                }
+                assert_after_fence(r, after, TARGET, FaultKind::Blocked, "detach");
             })
         };
         iommu.device_detach(dev_id).unwrap();

@@ -7,7 +7,8 @@ use loom::sync::Arc;
 use loom::thread;
 use viommu::{FaultKind, Iommu};
 use viommu_loom_tests::{
-    assert_live, assert_nothing_live, device_on_page, model, page_target, IOVA, PAGE, TARGET,
+    assert_after_fence, assert_live, assert_nothing_live, device_on_page, model, page_target, IOVA,
+    PAGE, TARGET,
 };
 
 /// What the guest page holds while it is mapped, and after the guest reuses it.
@@ -53,15 +54,7 @@ fn unmap_vs_translate() {
                 let after = unmapped.load(Ordering::Acquire);
                 let guard = dev.pin();
                 let r = page_target(&guard, IOVA);
-                if after {
-                    assert_eq!(
-                        r,
-                        Err(FaultKind::Unmapped),
-                        "a guard made after unmap returned"
-                    );
-                } else {
-                    assert!(r == Ok(TARGET) || r == Err(FaultKind::Unmapped), "{r:x?}");
-                }
+                assert_after_fence(r, after, TARGET, FaultKind::Unmapped, "unmap");
             })
         };
         assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
