@@ -7,6 +7,7 @@ use crate::reference::{
 };
 use crate::strategies::{AllocDev, AllocPt, HeldCall, Op, Pt, Target, UnmapRange, Victim};
 use crate::{fail, Check, MAX_IOAS, TBASE, TWO_POW_64};
+use proptest::test_runner::TestCaseError;
 use viommu::errno::{
     EADDRINUSE, EBUSY, EDEADLK, EEXIST, EINVAL, ENOENT, ENOSPC, EOPNOTSUPP, EOVERFLOW,
 };
@@ -26,6 +27,21 @@ struct PtCall {
     target: Option<(Kind, ObjId)>,
     /// The group's HWPT before the call.
     cur: Option<ObjId>,
+}
+
+impl PtCall {
+    /// The outcome of the call: `None` after an error the model allows, the new HWPT after a
+    /// success it allows, a test failure otherwise.
+    fn outcome(&self, r: viommu::Result<ObjId>) -> Result<Option<ObjId>, TestCaseError> {
+        match r {
+            Err(e) => check_errno(&e, &self.errs, self.ok, &self.ctx).map(|()| None),
+            Ok(h) if !self.ok => fail(format!(
+                "{}: got Ok({h:?}), model expects errno in {:?}",
+                self.ctx, self.errs
+            )),
+            Ok(h) => Ok(Some(h)),
+        }
+    }
 }
 
 impl Model {
@@ -475,39 +491,31 @@ impl Model {
                 c.ok = false;
             }
         }
-        match self.note(self.iommu.device_attach(dev_id, pt_id)) {
-            Err(e) => check_errno(&e, &c.errs, c.ok, &c.ctx),
-            Ok(h) => {
-                if !c.ok {
-                    return fail(format!(
-                        "{}: got Ok({h:?}), model expects errno in {:?}",
-                        c.ctx, c.errs
-                    ));
-                }
-                let (kind, _) = target.expect("ok");
-                let want = match (cur, kind) {
-                    (Some(c), _) => Some(c),
-                    (None, Kind::Hwpt) => Some(pt_id),
-                    (None, _) => None,
-                };
-                match want {
-                    Some(want) if h != want => {
-                        return fail(format!(
-                            "{}: returned HWPT {h:?}, model expects {want:?}",
-                            c.ctx
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        let made_for = self.devs[d].aperture;
-                        self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
-                    }
-                }
-                self.devs[d].attached = true;
-                self.group_hwpt[group] = Some(h);
-                Ok(())
+        let Some(h) = c.outcome(self.note(self.iommu.device_attach(dev_id, pt_id)))? else {
+            return Ok(());
+        };
+        let (kind, _) = target.expect("ok");
+        let want = match (cur, kind) {
+            (Some(c), _) => Some(c),
+            (None, Kind::Hwpt) => Some(pt_id),
+            (None, _) => None,
+        };
+        match want {
+            Some(want) if h != want => {
+                return fail(format!(
+                    "{}: returned HWPT {h:?}, model expects {want:?}",
+                    c.ctx
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let made_for = self.devs[d].aperture;
+                self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
             }
         }
+        self.devs[d].attached = true;
+        self.group_hwpt[group] = Some(h);
+        Ok(())
     }
 
     pub(crate) fn op_replace(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
@@ -531,39 +539,31 @@ impl Model {
                 }
             }
         }
-        match self.note(self.iommu.device_replace(dev_id, pt_id)) {
-            Err(e) => check_errno(&e, &c.errs, c.ok, &c.ctx),
-            Ok(h) => {
-                if !c.ok {
-                    return fail(format!(
-                        "{}: got Ok({h:?}), model expects errno in {:?}",
-                        c.ctx, c.errs
-                    ));
-                }
-                let cur = cur.expect("attached");
-                let (kind, _) = target.expect("ok");
-                if noop {
-                    if h != cur {
-                        return fail(format!(
-                            "{}: replace to the current HWPT returned {h:?}, expected {cur:?}",
-                            c.ctx
-                        ));
-                    }
-                    return Ok(());
-                }
-                if kind == Kind::Hwpt {
-                    if h != pt_id {
-                        return fail(format!("{}: returned {h:?}, expected {pt_id:?}", c.ctx));
-                    }
-                } else {
-                    let made_for = self.devs[d].aperture;
-                    self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
-                }
-                self.group_hwpt[group] = Some(h);
-                self.free_if_unused(cur);
-                Ok(())
+        let Some(h) = c.outcome(self.note(self.iommu.device_replace(dev_id, pt_id)))? else {
+            return Ok(());
+        };
+        let cur = cur.expect("attached");
+        let (kind, _) = target.expect("ok");
+        if noop {
+            if h != cur {
+                return fail(format!(
+                    "{}: replace to the current HWPT returned {h:?}, expected {cur:?}",
+                    c.ctx
+                ));
             }
+            return Ok(());
         }
+        if kind == Kind::Hwpt {
+            if h != pt_id {
+                return fail(format!("{}: returned {h:?}, expected {pt_id:?}", c.ctx));
+            }
+        } else {
+            let made_for = self.devs[d].aperture;
+            self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
+        }
+        self.group_hwpt[group] = Some(h);
+        self.free_if_unused(cur);
+        Ok(())
     }
 
     pub(crate) fn op_detach(&mut self, d: usize, ctx: &str) -> Check {
