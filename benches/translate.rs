@@ -9,7 +9,8 @@
 mod common;
 
 use common::{config, first_target, with_background, TwoDomains, MIB2, PAGE};
-use criterion::{black_box, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
@@ -91,11 +92,8 @@ fn guard_hit(c: &mut Criterion) {
     {
         let guard = f.dev.pin();
         let mut i = 0u64;
-        g.bench_function("hit_4k", |b| {
-            b.iter(|| {
-                i += 1;
-                first_target(guard.translate(black_box(iova_4k(i)), LEN, Access::Read))
-            })
+        bench_cycling(&mut g, "hit_4k", &mut i, |iova| {
+            first_target(guard.translate(iova, LEN, Access::Read))
         });
     }
     for (name, iova) in [
@@ -111,29 +109,35 @@ fn guard_hit(c: &mut Criterion) {
     g.finish();
 }
 
+/// Benches `at` on request IOVAs cycling through the 4 KiB pages; `i` counts on across calls.
+fn bench_cycling<R>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    i: &mut u64,
+    at: impl Fn(u64) -> R,
+) {
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            *i += 1;
+            at(black_box(iova_4k(*i)))
+        })
+    });
+}
+
 fn one_shot(c: &mut Criterion) {
     let f = fixture();
     let bt = btree_table();
     let rx = radix_table();
     let mut g = c.benchmark_group("one_shot");
     let mut i = 0u64;
-    g.bench_function("viommu_device_translate", |b| {
-        b.iter(|| {
-            i += 1;
-            first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-        })
+    bench_cycling(&mut g, "viommu_device_translate", &mut i, |iova| {
+        first_target(f.dev.translate(iova, LEN, Access::Read))
     });
-    g.bench_function("rwlock_btree", |b| {
-        b.iter(|| {
-            i += 1;
-            btree_lookup(&bt, black_box(iova_4k(i)))
-        })
+    bench_cycling(&mut g, "rwlock_btree", &mut i, |iova| {
+        btree_lookup(&bt, iova)
     });
-    g.bench_function("plain_radix", |b| {
-        b.iter(|| {
-            i += 1;
-            rx.translate(black_box(iova_4k(i)), LEN, radix::READ)
-        })
+    bench_cycling(&mut g, "plain_radix", &mut i, |iova| {
+        rx.translate(iova, LEN, radix::READ)
     });
     g.finish();
 }
@@ -141,38 +145,26 @@ fn one_shot(c: &mut Criterion) {
 fn contended(c: &mut Criterion) {
     let f = fixture();
     let bt = btree_table();
+    let viommu_at = |iova| first_target(f.dev.translate(iova, LEN, Access::Read));
+    let btree_at = |iova| btree_lookup(&bt, iova);
     let mut g = c.benchmark_group("contended");
     let mut i = 0u64;
     // A second thread translating through the same device.
     with_background(
         || {
             for k in 0..64 {
-                black_box(first_target(f.dev.translate(iova_4k(k), LEN, Access::Read)));
+                black_box(viommu_at(iova_4k(k)));
             }
         },
-        || {
-            g.bench_function("viommu_translate/reader_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "viommu_translate/reader_beside", &mut i, viommu_at),
     );
     with_background(
         || {
             for k in 0..64 {
-                black_box(btree_lookup(&bt, iova_4k(k)));
+                black_box(btree_at(iova_4k(k)));
             }
         },
-        || {
-            g.bench_function("rwlock_btree/reader_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    btree_lookup(&bt, black_box(iova_4k(i)))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "rwlock_btree/reader_beside", &mut i, btree_at),
     );
     // A second thread switching the device between its two domains as fast as it can.
     let flip = AtomicBool::new(false);
@@ -184,12 +176,12 @@ fn contended(c: &mut Criterion) {
                 .expect("replace");
         },
         || {
-            g.bench_function("viommu_translate/replacer_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-                })
-            });
+            bench_cycling(
+                &mut g,
+                "viommu_translate/replacer_beside",
+                &mut i,
+                viommu_at,
+            )
         },
     );
     // The lock-based equivalent of a replace: a writer taking the write lock.
@@ -199,14 +191,7 @@ fn contended(c: &mut Criterion) {
             let v = m.get(&IOVA_2M).copied().expect("mapped");
             m.insert(IOVA_2M, v);
         },
-        || {
-            g.bench_function("rwlock_btree/writer_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    btree_lookup(&bt, black_box(iova_4k(i)))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "rwlock_btree/writer_beside", &mut i, btree_at),
     );
     g.finish();
 }
