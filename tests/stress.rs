@@ -34,6 +34,13 @@ impl Rng {
     }
 }
 
+/// A guard made now, on this thread, faults `kind` at `iova` (`when` names the writer's step).
+#[track_caller]
+fn assert_new_guard_faults(h: &Device, iova: u64, kind: FaultKind, when: &str) {
+    let f = h.pin().translate(iova, PAGE, Access::Read).unwrap_err();
+    assert_eq!(f.kind, kind, "{when}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // (a) Hitless replace
 // ---------------------------------------------------------------------------------------------
@@ -356,13 +363,13 @@ fn no_guard_sees_a_range_after_its_unmap_returned() {
             spin_for(Duration::from_micros(50));
             assert_eq!(iommu.ioas_unmap(ioas, FENCE_IOVA, FENCE_LEN), Ok(FENCE_LEN));
             unmapped.store(k, Ordering::SeqCst);
-            // A guard made now, on this thread, faults.
             for h in [&auto_h, &user_h] {
-                let f = h
-                    .pin()
-                    .translate(FENCE_IOVA, PAGE, Access::Read)
-                    .unwrap_err();
-                assert_eq!(f.kind, FaultKind::Unmapped, "generation {k}");
+                assert_new_guard_faults(
+                    h,
+                    FENCE_IOVA,
+                    FaultKind::Unmapped,
+                    &format!("generation {k}"),
+                );
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -481,11 +488,7 @@ fn a_detached_device_faults_blocked_and_its_group_peers_keep_translating() {
             spin_for(Duration::from_micros(50));
             iommu.device_detach(dev).unwrap();
             detached.store(k, Ordering::SeqCst);
-            let f = dev_h
-                .pin()
-                .translate(WINDOW, PAGE, Access::Read)
-                .unwrap_err();
-            assert_eq!(f.kind, FaultKind::Blocked, "cycle {k}");
+            assert_new_guard_faults(&dev_h, WINDOW, FaultKind::Blocked, &format!("cycle {k}"));
         }
         stop.store(true, Ordering::Relaxed);
         (dev_reader.join().unwrap(), peer_reader.join().unwrap(), k)
