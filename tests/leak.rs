@@ -15,12 +15,15 @@ const ONE_GIB: u64 = 1 << 30;
 /// A reserved range (an MSI doorbell window) of one device.
 const MSI: std::ops::Range<u64> = 0xfee0_0000..0xfef0_0000;
 
+/// After `synchronize`, the memory counters are back at `base` (checked after `round`).
 #[track_caller]
-fn assert_memory(now: Stats, base: Stats, when: &str) {
+fn assert_back_to_baseline(iommu: &Iommu, base: Stats, round: u64) {
+    iommu.synchronize().unwrap();
+    let now = iommu.stats();
     assert_eq!(
         (now.live_domains, now.live_tables),
         (base.live_domains, base.live_tables),
-        "{when}: (live_domains, live_tables) did not return to the baseline"
+        "after round {round}: (live_domains, live_tables) did not return to the baseline"
     );
 }
 
@@ -162,8 +165,7 @@ fn memory_returns_to_baseline_after_many_cycles() {
     let mut peak = base;
     for round in 0..40 {
         churn(&iommu, [a, b, c], ioas, round, &mut peak);
-        iommu.synchronize().unwrap();
-        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+        assert_back_to_baseline(&iommu, base, round);
     }
     // The counters do count: the rounds held two domains and many table nodes.
     assert!(peak.live_domains >= 2, "{peak:?}");
@@ -199,8 +201,7 @@ fn table_nodes_emptied_by_unmap_are_freed_after_synchronize() {
             .expect("the domain mirrors the maps");
         assert_eq!(first.as_slice()[0].target, SPREAD_TARGET);
         assert_eq!(iommu.ioas_unmap(ioas, 0, u64::MAX), Ok(bytes));
-        iommu.synchronize().unwrap();
-        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+        assert_back_to_baseline(&iommu, base, round);
     }
     iommu.device_detach(dev).unwrap();
     iommu.destroy(hwpt).unwrap();
@@ -246,8 +247,7 @@ fn memory_returns_to_baseline_with_readers_pinning_concurrently() {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for round in 0..15 {
                 churn(&iommu, [a, b, c], ioas, round, &mut peak);
-                iommu.synchronize().unwrap();
-                assert_memory(iommu.stats(), base, &format!("after round {round}"));
+                assert_back_to_baseline(&iommu, base, round);
             }
         }));
         stop.store(true, Ordering::Relaxed);
