@@ -6,19 +6,20 @@
 //! Run with `cargo bench --bench translate`; `docs/benchmarks.md` says what each group
 //! measures. The latency suite with percentiles and ratio targets is `viommu-perf`.
 
-use criterion::{black_box, BenchmarkId, Criterion};
+mod common;
+
+use common::{config, first_target, with_background, TwoDomains, MIB2, PAGE};
+use criterion::measurement::WallTime;
+use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
-use std::time::Duration;
-use viommu::{Access, Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot};
+use viommu::Access;
 
 #[path = "../perf/src/baselines/radix.rs"]
 #[allow(dead_code)]
 mod radix;
 
-const PAGE: u64 = 4096;
-const MIB2: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
 /// 4 KiB mappings: 256 pages whose target is not 2 MiB aligned, so the walk ends at level 0.
 const IOVA_4K: u64 = 0x1000_0000;
@@ -33,15 +34,6 @@ const TARGET_1G: u64 = 0x60_0000_0000;
 /// Bytes a request translates.
 const LEN: u64 = 512;
 
-/// One device on a user HWPT of an IOAS holding every mapping above, plus a second HWPT (of
-/// a second IOAS with the same mappings) to replace to.
-struct Fixture {
-    iommu: Iommu,
-    dev_id: ObjId,
-    dev: Device,
-    hwpt: [ObjId; 2],
-}
-
 /// `(iova, target, len)` of every mapping.
 fn mappings() -> Vec<(u64, u64, u64)> {
     let mut v: Vec<(u64, u64, u64)> = (0..PAGES_4K)
@@ -52,32 +44,10 @@ fn mappings() -> Vec<(u64, u64, u64)> {
     v
 }
 
-impl Fixture {
-    fn new() -> Fixture {
-        let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(GroupId(0), DeviceInfo::default())
-            .expect("bind");
-        let mut hwpt = [dev_id; 2];
-        for h in &mut hwpt {
-            let ioas = iommu.ioas_alloc().expect("ioas");
-            for (iova, target, len) in mappings() {
-                iommu
-                    .ioas_map(ioas, Some(iova), target, len, Prot::RW)
-                    .expect("map");
-            }
-            *h = iommu
-                .hwpt_alloc(dev_id, ioas, HwptFlags::empty())
-                .expect("hwpt");
-        }
-        iommu.device_attach(dev_id, hwpt[0]).expect("attach");
-        Fixture {
-            iommu,
-            dev_id,
-            dev,
-            hwpt,
-        }
-    }
+/// One device on a user HWPT of an IOAS holding every mapping above, plus a second HWPT (of
+/// a second IOAS with the same mappings) to replace to.
+fn fixture() -> TwoDomains {
+    TwoDomains::new(|_| mappings())
 }
 
 /// The same mappings as a plain radix table.
@@ -111,42 +81,19 @@ fn iova_4k(i: u64) -> u64 {
     IOVA_4K + (i.wrapping_mul(97) % PAGES_4K) * PAGE + 1024
 }
 
-fn first_target(t: Result<viommu::Translation<'_>, viommu::Fault>) -> u64 {
-    t.ok().and_then(|mut t| t.next()).map_or(0, |c| c.target)
-}
-
-/// Runs `body` while a second thread runs `background` in a loop.
-fn with_background<R>(background: impl Fn() + Sync, body: impl FnOnce() -> R) -> R {
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // Relaxed: the flag only ends the loop.
-            while !stop.load(Ordering::Relaxed) {
-                background();
-            }
-        });
-        let r = body();
-        stop.store(true, Ordering::Relaxed);
-        r
-    })
-}
-
 fn pin(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     c.bench_function("pin", |b| b.iter(|| drop(black_box(f.dev.pin()))));
 }
 
 fn guard_hit(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let mut g = c.benchmark_group("guard_translate");
     {
         let guard = f.dev.pin();
         let mut i = 0u64;
-        g.bench_function("hit_4k", |b| {
-            b.iter(|| {
-                i += 1;
-                first_target(guard.translate(black_box(iova_4k(i)), LEN, Access::Read))
-            })
+        bench_cycling(&mut g, "hit_4k", &mut i, |iova| {
+            first_target(guard.translate(iova, LEN, Access::Read))
         });
     }
     for (name, iova) in [
@@ -162,68 +109,62 @@ fn guard_hit(c: &mut Criterion) {
     g.finish();
 }
 
+/// Benches `at` on request IOVAs cycling through the 4 KiB pages; `i` counts on across calls.
+fn bench_cycling<R>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    i: &mut u64,
+    at: impl Fn(u64) -> R,
+) {
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            *i += 1;
+            at(black_box(iova_4k(*i)))
+        })
+    });
+}
+
 fn one_shot(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let bt = btree_table();
     let rx = radix_table();
     let mut g = c.benchmark_group("one_shot");
     let mut i = 0u64;
-    g.bench_function("viommu_device_translate", |b| {
-        b.iter(|| {
-            i += 1;
-            first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-        })
+    bench_cycling(&mut g, "viommu_device_translate", &mut i, |iova| {
+        first_target(f.dev.translate(iova, LEN, Access::Read))
     });
-    g.bench_function("rwlock_btree", |b| {
-        b.iter(|| {
-            i += 1;
-            btree_lookup(&bt, black_box(iova_4k(i)))
-        })
+    bench_cycling(&mut g, "rwlock_btree", &mut i, |iova| {
+        btree_lookup(&bt, iova)
     });
-    g.bench_function("plain_radix", |b| {
-        b.iter(|| {
-            i += 1;
-            rx.translate(black_box(iova_4k(i)), LEN, radix::READ)
-        })
+    bench_cycling(&mut g, "plain_radix", &mut i, |iova| {
+        rx.translate(iova, LEN, radix::READ)
     });
     g.finish();
 }
 
 fn contended(c: &mut Criterion) {
-    let f = Fixture::new();
+    let f = fixture();
     let bt = btree_table();
+    let viommu_at = |iova| first_target(f.dev.translate(iova, LEN, Access::Read));
+    let btree_at = |iova| btree_lookup(&bt, iova);
     let mut g = c.benchmark_group("contended");
     let mut i = 0u64;
     // A second thread translating through the same device.
     with_background(
         || {
             for k in 0..64 {
-                black_box(first_target(f.dev.translate(iova_4k(k), LEN, Access::Read)));
+                black_box(viommu_at(iova_4k(k)));
             }
         },
-        || {
-            g.bench_function("viommu_translate/reader_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "viommu_translate/reader_beside", &mut i, viommu_at),
     );
     with_background(
         || {
             for k in 0..64 {
-                black_box(btree_lookup(&bt, iova_4k(k)));
+                black_box(btree_at(iova_4k(k)));
             }
         },
-        || {
-            g.bench_function("rwlock_btree/reader_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    btree_lookup(&bt, black_box(iova_4k(i)))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "rwlock_btree/reader_beside", &mut i, btree_at),
     );
     // A second thread switching the device between its two domains as fast as it can.
     let flip = AtomicBool::new(false);
@@ -235,12 +176,12 @@ fn contended(c: &mut Criterion) {
                 .expect("replace");
         },
         || {
-            g.bench_function("viommu_translate/replacer_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    first_target(f.dev.translate(black_box(iova_4k(i)), LEN, Access::Read))
-                })
-            });
+            bench_cycling(
+                &mut g,
+                "viommu_translate/replacer_beside",
+                &mut i,
+                viommu_at,
+            )
         },
     );
     // The lock-based equivalent of a replace: a writer taking the write lock.
@@ -250,27 +191,13 @@ fn contended(c: &mut Criterion) {
             let v = m.get(&IOVA_2M).copied().expect("mapped");
             m.insert(IOVA_2M, v);
         },
-        || {
-            g.bench_function("rwlock_btree/writer_beside", |b| {
-                b.iter(|| {
-                    i += 1;
-                    btree_lookup(&bt, black_box(iova_4k(i)))
-                })
-            });
-        },
+        || bench_cycling(&mut g, "rwlock_btree/writer_beside", &mut i, btree_at),
     );
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-}
-
 fn main() {
-    let mut c = config().configure_from_args();
+    let mut c = config(50).configure_from_args();
     pin(&mut c);
     guard_hit(&mut c);
     one_shot(&mut c);

@@ -3,29 +3,36 @@
 //! `Stats::live_tables`) back to their baseline, also while other threads keep pinning guards;
 //! with every object destroyed both are zero.
 
+mod common;
+
+use common::{bind, reserving, PAGE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use viommu::{Access, Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot, Stats};
+use viommu::{Access, DeviceInfo, HwptFlags, Iommu, ObjId, Prot, Stats};
 
-const PAGE: u64 = 4096;
 const TWO_MIB: u64 = 2 << 20;
 const ONE_GIB: u64 = 1 << 30;
 /// A reserved range (an MSI doorbell window) of one device.
 const MSI: std::ops::Range<u64> = 0xfee0_0000..0xfef0_0000;
 
-fn bind(iommu: &Iommu, group: u32, info: DeviceInfo) -> (ObjId, Device) {
-    iommu
-        .device_bind(GroupId(group), info)
-        .expect("device_bind")
-}
-
+/// After `synchronize`, the memory counters are back at `base` (checked after `round`).
 #[track_caller]
-fn assert_memory(now: Stats, base: Stats, when: &str) {
+fn assert_back_to_baseline(iommu: &Iommu, base: Stats, round: u64) {
+    iommu.synchronize().unwrap();
+    let now = iommu.stats();
     assert_eq!(
         (now.live_domains, now.live_tables),
         (base.live_domains, base.live_tables),
-        "{when}: (live_domains, live_tables) did not return to the baseline"
+        "after round {round}: (live_domains, live_tables) did not return to the baseline"
     );
+}
+
+/// With every object destroyed, `synchronize` frees every domain and table node.
+#[track_caller]
+fn assert_all_freed(iommu: &Iommu) {
+    iommu.synchronize().unwrap();
+    let end = iommu.stats();
+    assert_eq!((end.live_domains, end.live_tables), (0, 0), "{end:?}");
 }
 
 /// The first of the single pages `map_spread(_, _, salt)` maps; it goes to `SPREAD_TARGET`.
@@ -150,14 +157,7 @@ fn memory_returns_to_baseline_after_many_cycles() {
     let iommu = Iommu::new();
     let (a, _) = bind(&iommu, 1, DeviceInfo::default());
     let (b, _) = bind(&iommu, 1, DeviceInfo::default());
-    let (c, _) = bind(
-        &iommu,
-        2,
-        DeviceInfo {
-            iova_bits: 48,
-            reserved: vec![MSI],
-        },
-    );
+    let (c, _) = bind(&iommu, 2, reserving(MSI));
     let ioas = [iommu.ioas_alloc().unwrap(), iommu.ioas_alloc().unwrap()];
     iommu.synchronize().unwrap();
     let base = iommu.stats();
@@ -165,8 +165,7 @@ fn memory_returns_to_baseline_after_many_cycles() {
     let mut peak = base;
     for round in 0..40 {
         churn(&iommu, [a, b, c], ioas, round, &mut peak);
-        iommu.synchronize().unwrap();
-        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+        assert_back_to_baseline(&iommu, base, round);
     }
     // The counters do count: the rounds held two domains and many table nodes.
     assert!(peak.live_domains >= 2, "{peak:?}");
@@ -174,9 +173,7 @@ fn memory_returns_to_baseline_after_many_cycles() {
     for id in ioas {
         iommu.destroy(id).unwrap();
     }
-    iommu.synchronize().unwrap();
-    let end = iommu.stats();
-    assert_eq!((end.live_domains, end.live_tables), (0, 0), "{end:?}");
+    assert_all_freed(&iommu);
 }
 
 /// Page-table nodes emptied by unmap are retired and freed after `synchronize`, while the
@@ -204,15 +201,12 @@ fn table_nodes_emptied_by_unmap_are_freed_after_synchronize() {
             .expect("the domain mirrors the maps");
         assert_eq!(first.as_slice()[0].target, SPREAD_TARGET);
         assert_eq!(iommu.ioas_unmap(ioas, 0, u64::MAX), Ok(bytes));
-        iommu.synchronize().unwrap();
-        assert_memory(iommu.stats(), base, &format!("after round {round}"));
+        assert_back_to_baseline(&iommu, base, round);
     }
     iommu.device_detach(dev).unwrap();
     iommu.destroy(hwpt).unwrap();
     iommu.destroy(ioas).unwrap();
-    iommu.synchronize().unwrap();
-    let end = iommu.stats();
-    assert_eq!((end.live_domains, end.live_tables), (0, 0), "{end:?}");
+    assert_all_freed(&iommu);
 }
 
 /// The same churn while two other threads pin guards without pause (one on a device whose
@@ -253,8 +247,7 @@ fn memory_returns_to_baseline_with_readers_pinning_concurrently() {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for round in 0..15 {
                 churn(&iommu, [a, b, c], ioas, round, &mut peak);
-                iommu.synchronize().unwrap();
-                assert_memory(iommu.stats(), base, &format!("after round {round}"));
+                assert_back_to_baseline(&iommu, base, round);
             }
         }));
         stop.store(true, Ordering::Relaxed);

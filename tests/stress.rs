@@ -6,14 +6,14 @@
 //! calls and the readers' guards is established with `SeqCst` counters that the writer bumps
 //! before or after its calls; see each test.
 
+mod common;
+
+use common::{bind, ioas_with, simulated_dma, spin_for, StopOnDrop, PAGE};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use viommu::{
-    Access, Chunk, Device, DeviceInfo, FaultKind, GroupId, HwptFlags, Iommu, ObjId, Prot,
-};
+use viommu::{Access, Chunk, Device, DeviceInfo, FaultKind, HwptFlags, Iommu, ObjId, Prot};
 
-const PAGE: u64 = 4096;
 /// How long each test drives the writer.
 const BUDGET: Duration = Duration::from_millis(1500);
 /// The IOVA window the readers translate.
@@ -21,22 +21,6 @@ const WINDOW: u64 = 0x10_0000;
 const WINDOW_LEN: u64 = 16 * PAGE;
 const T1: u64 = 0x8000_0000;
 const T2: u64 = 0xc000_0000;
-
-fn bind(iommu: &Iommu, group: u32) -> (ObjId, Device) {
-    iommu
-        .device_bind(GroupId(group), DeviceInfo::default())
-        .expect("device_bind")
-}
-
-/// Sets the readers' stop flag when the writer finishes or panics, so that a failing writer
-/// assertion cannot leave the scope waiting for readers forever.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A cheap per-thread pseudo-random sequence (xorshift), so that readers spread over the window.
 struct Rng(u64);
@@ -48,6 +32,13 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// A guard made now, on this thread, faults `kind` at `iova` (`when` names the writer's step).
+#[track_caller]
+fn assert_new_guard_faults(h: &Device, iova: u64, kind: FaultKind, when: &str) {
+    let f = h.pin().translate(iova, PAGE, Access::Read).unwrap_err();
+    assert_eq!(f.kind, kind, "{when}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,14 +195,9 @@ struct Hitless {
 
 fn hitless_setup(t1: u64, t2: u64) -> Hitless {
     let iommu = Iommu::new();
-    let (dev, h0) = bind(&iommu, 1);
-    let (peer, h1) = bind(&iommu, 1);
-    let ioas = [iommu.ioas_alloc().unwrap(), iommu.ioas_alloc().unwrap()];
-    for (io, t) in ioas.iter().zip([t1, t2]) {
-        iommu
-            .ioas_map(*io, Some(WINDOW), t, WINDOW_LEN, Prot::RW)
-            .unwrap();
-    }
+    let (dev, h0) = bind(&iommu, 1, DeviceInfo::default());
+    let (peer, h1) = bind(&iommu, 1, DeviceInfo::default());
+    let ioas = [t1, t2].map(|t| ioas_with(&iommu, &[(WINDOW, t, WINDOW_LEN, Prot::RW)]));
     iommu.device_attach(dev, ioas[0]).unwrap();
     iommu.device_attach(peer, ioas[0]).unwrap();
     Hitless {
@@ -305,8 +291,8 @@ fn generation_of(target: u64) -> Option<u64> {
 #[test]
 fn no_guard_sees_a_range_after_its_unmap_returned() {
     let iommu = Iommu::new();
-    let (auto_dev, auto_h) = bind(&iommu, 1);
-    let (user_dev, user_h) = bind(&iommu, 2);
+    let (auto_dev, auto_h) = bind(&iommu, 1, DeviceInfo::default());
+    let (user_dev, user_h) = bind(&iommu, 2, DeviceInfo::default());
     let ioas = iommu.ioas_alloc().unwrap();
     iommu.device_attach(auto_dev, ioas).unwrap();
     let user = iommu
@@ -344,9 +330,7 @@ fn no_guard_sees_a_range_after_its_unmap_returned() {
                                     ));
                                 }
                                 // The "DMA" to generation k's memory.
-                                for _ in 0..200 {
-                                    std::hint::spin_loop();
-                                }
+                                simulated_dma();
                                 let u1 = unmapped.load(Ordering::SeqCst);
                                 if u1 >= k {
                                     errors.push(format!(
@@ -376,19 +360,16 @@ fn no_guard_sees_a_range_after_its_unmap_returned() {
                 .ioas_map(ioas, Some(FENCE_IOVA), target, FENCE_LEN, Prot::RW)
                 .unwrap();
             // Let the readers see it for a moment.
-            let until = Instant::now() + Duration::from_micros(50);
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
+            spin_for(Duration::from_micros(50));
             assert_eq!(iommu.ioas_unmap(ioas, FENCE_IOVA, FENCE_LEN), Ok(FENCE_LEN));
             unmapped.store(k, Ordering::SeqCst);
-            // A guard made now, on this thread, faults.
             for h in [&auto_h, &user_h] {
-                let f = h
-                    .pin()
-                    .translate(FENCE_IOVA, PAGE, Access::Read)
-                    .unwrap_err();
-                assert_eq!(f.kind, FaultKind::Unmapped, "generation {k}");
+                assert_new_guard_faults(
+                    h,
+                    FENCE_IOVA,
+                    FaultKind::Unmapped,
+                    &format!("generation {k}"),
+                );
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -425,12 +406,9 @@ fn no_guard_sees_a_range_after_its_unmap_returned() {
 #[test]
 fn a_detached_device_faults_blocked_and_its_group_peers_keep_translating() {
     let iommu = Iommu::new();
-    let (dev, dev_h) = bind(&iommu, 1);
-    let (peer, peer_h) = bind(&iommu, 1);
-    let ioas = iommu.ioas_alloc().unwrap();
-    iommu
-        .ioas_map(ioas, Some(WINDOW), T1, WINDOW_LEN, Prot::RW)
-        .unwrap();
+    let (dev, dev_h) = bind(&iommu, 1, DeviceInfo::default());
+    let (peer, peer_h) = bind(&iommu, 1, DeviceInfo::default());
+    let ioas = ioas_with(&iommu, &[(WINDOW, T1, WINDOW_LEN, Prot::RW)]);
     let hwpt = iommu.device_attach(peer, ioas).unwrap();
 
     let attach_begun = AtomicU64::new(0);
@@ -465,9 +443,7 @@ fn a_detached_device_faults_blocked_and_its_group_peers_keep_translating() {
                                     "guard made after detach {d0} returned translated (no attach begun since)"
                                 ));
                             }
-                            for _ in 0..200 {
-                                std::hint::spin_loop();
-                            }
+                            simulated_dma();
                             let d1 = detached.load(Ordering::SeqCst);
                             if a0 == a1 && d1 >= a1 {
                                 errors.push(format!(
@@ -509,17 +485,10 @@ fn a_detached_device_faults_blocked_and_its_group_peers_keep_translating() {
             k += 1;
             attach_begun.store(k, Ordering::SeqCst);
             assert_eq!(iommu.device_attach(dev, ioas), Ok(hwpt));
-            let until = Instant::now() + Duration::from_micros(50);
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
+            spin_for(Duration::from_micros(50));
             iommu.device_detach(dev).unwrap();
             detached.store(k, Ordering::SeqCst);
-            let f = dev_h
-                .pin()
-                .translate(WINDOW, PAGE, Access::Read)
-                .unwrap_err();
-            assert_eq!(f.kind, FaultKind::Blocked, "cycle {k}");
+            assert_new_guard_faults(&dev_h, WINDOW, FaultKind::Blocked, &format!("cycle {k}"));
         }
         stop.store(true, Ordering::Relaxed);
         (dev_reader.join().unwrap(), peer_reader.join().unwrap(), k)

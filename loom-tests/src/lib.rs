@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use viommu::{Access, Device, FaultKind, Iommu, Stats};
+use viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, Iommu, ObjId, Prot, Stats};
 
 /// Preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set. loom's own default is
 /// unbounded, which no model here finishes in reasonable time.
@@ -26,6 +26,11 @@ pub const IOVA_BITS: u8 = 16;
 
 /// One 4 KiB page.
 pub const PAGE: u64 = 0x1000;
+
+/// The page most models map, and where it goes.
+pub const IOVA: u64 = 0x1000;
+/// See [`IOVA`].
+pub const TARGET: u64 = 0x10_0000;
 
 /// Runs `f` under loom's model checker with the preemption bound from `LOOM_MAX_PREEMPTIONS`
 /// (default [`DEFAULT_PREEMPTIONS`]), and prints how many executions it explored.
@@ -55,6 +60,37 @@ where
         bound.map_or_else(|| "none".to_string(), |b| b.to_string()),
         start.elapsed(),
     );
+}
+
+/// A loom-sized device: an [`IOVA_BITS`] aperture, nothing reserved.
+pub fn info() -> DeviceInfo {
+    DeviceInfo {
+        iova_bits: IOVA_BITS,
+        ..DeviceInfo::default()
+    }
+}
+
+/// Binds a loom-sized device ([`info`]) into group `group`.
+pub fn bind(iommu: &Iommu, group: u32) -> (ObjId, Device) {
+    iommu.device_bind(GroupId(group), info()).unwrap()
+}
+
+/// A new IOAS that maps the page at `iova` to `target`, read-write.
+pub fn ioas_with_page(iommu: &Iommu, iova: u64, target: u64) -> ObjId {
+    let ioas = iommu.ioas_alloc().unwrap();
+    iommu
+        .ioas_map(ioas, Some(iova), target, PAGE, Prot::RW)
+        .unwrap();
+    ioas
+}
+
+/// The set-up of most models: a loom-sized device of group 1 attached (through an auto HWPT)
+/// to a new IOAS that maps the page at `iova` to `target`. Returns `(dev_id, dev, ioas)`.
+pub fn device_on_page(iommu: &Iommu, iova: u64, target: u64) -> (ObjId, Device, ObjId) {
+    let (dev_id, dev) = bind(iommu, 1);
+    let ioas = ioas_with_page(iommu, iova, target);
+    iommu.device_attach(dev_id, ioas).unwrap();
+    (dev_id, dev, ioas)
 }
 
 /// A device's view of one page: the target it translates to for a read, or the fault kind.
@@ -88,12 +124,37 @@ pub fn page_target(guard: &viommu::DmaGuard<'_>, iova: u64) -> Result<u64, Fault
     }
 }
 
+/// What a guard made after a reader looked at a fence's flag sees (`r`): with the flag up
+/// (`fenced`: the fencing call, `what`, had returned) exactly `fault`; before, the old `target`
+/// or `fault`.
+#[track_caller]
+pub fn assert_after_fence(
+    r: Result<u64, FaultKind>,
+    fenced: bool,
+    target: u64,
+    fault: FaultKind,
+    what: &str,
+) {
+    if fenced {
+        assert_eq!(r, Err(fault), "a guard made after {what} returned");
+    } else {
+        assert!(r == Ok(target) || r == Err(fault), "{r:x?}");
+    }
+}
+
 /// Waits for every guard and frees everything retired, then returns the counts.
 pub fn settled(iommu: &Iommu) -> Stats {
     iommu
         .synchronize()
         .expect("no guard held by the model thread");
     iommu.stats()
+}
+
+/// After a grace period, asserts that `(live_domains, live_tables)` is `want`; `what` says why.
+#[track_caller]
+pub fn assert_live(iommu: &Iommu, want: (usize, usize), what: &str) {
+    let s = settled(iommu);
+    assert_eq!((s.live_domains, s.live_tables), want, "{what}: {s:?}");
 }
 
 /// Asserts that nothing is left: no paging domain and no page-table node is still allocated.

@@ -4,20 +4,11 @@
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use viommu::{DeviceInfo, FaultKind, GroupId, Iommu, Prot};
+use viommu::{FaultKind, Iommu};
 use viommu_loom_tests::{
-    assert_nothing_live, model, page_target, settled, target_of, IOVA_BITS, PAGE,
+    assert_after_fence, assert_nothing_live, bind, device_on_page, ioas_with_page, model,
+    page_target, settled, target_of, IOVA, TARGET,
 };
-
-const IOVA: u64 = 0x1000;
-const TARGET: u64 = 0x10_0000;
-
-fn info() -> DeviceInfo {
-    DeviceInfo {
-        iova_bits: IOVA_BITS,
-        reserved: Vec::new(),
-    }
-}
 
 /// The last device of an auto HWPT detaches (freeing it) while a device of another group
 /// attaches to the same IOAS. The attach either joins the old auto HWPT before it is freed
@@ -28,12 +19,9 @@ fn info() -> DeviceInfo {
 fn detach_last_vs_attach() {
     model("detach_last_vs_attach", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(2), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
+        let (a_id, a) = bind(&iommu, 1);
+        let (b_id, b) = bind(&iommu, 2);
+        let ioas = ioas_with_page(&iommu, IOVA, TARGET);
         let old = iommu.device_attach(a_id, ioas).unwrap();
 
         let other = iommu.clone();
@@ -65,11 +53,8 @@ fn detach_last_vs_attach() {
 fn destroy_ioas_vs_attach() {
     model("destroy_ioas_vs_attach", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
+        let (dev_id, dev) = bind(&iommu, 1);
+        let ioas = ioas_with_page(&iommu, IOVA, TARGET);
 
         let other = iommu.clone();
         let attacher = thread::spawn(move || other.device_attach(dev_id, ioas));
@@ -111,12 +96,7 @@ fn destroy_ioas_vs_attach() {
 fn detach_vs_translate() {
     model("detach_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, _ioas) = device_on_page(&iommu, IOVA, TARGET);
         let detached = Arc::new(AtomicBool::new(false));
 
         let reader = {
@@ -137,15 +117,7 @@ fn detach_vs_translate() {
                 }
                 let after = detached.load(Ordering::Acquire);
                 let r = target_of(&dev, IOVA);
-                if after {
-                    assert_eq!(
-                        r,
-                        Err(FaultKind::Blocked),
-                        "a guard made after detach returned"
-                    );
-                } else {
-                    assert!(r == Ok(TARGET) || r == Err(FaultKind::Blocked), "{r:x?}");
-                }
+                assert_after_fence(r, after, TARGET, FaultKind::Blocked, "detach");
             })
         };
         iommu.device_detach(dev_id).unwrap();

@@ -2,19 +2,14 @@
 #![cfg(viommu_loom)]
 
 use loom::thread;
-use viommu::{DeviceInfo, FaultKind, GroupId, Iommu, Prot};
-use viommu_loom_tests::{assert_nothing_live, model, page_target, settled, IOVA_BITS, PAGE};
+use viommu::{FaultKind, Iommu, Prot};
+use viommu_loom_tests::{
+    assert_live, assert_nothing_live, device_on_page, model, page_target, settled, PAGE,
+};
 
 /// With 16-bit IOVAs under loom, a level-1 entry covers 16 KiB: pages 0x0000..0x3fff share one
 /// leaf table, 0x4000..0x7fff the next.
 const SPAN: u64 = 4 * PAGE;
-
-fn info() -> DeviceInfo {
-    DeviceInfo {
-        iova_bits: IOVA_BITS,
-        reserved: Vec::new(),
-    }
-}
 
 /// A two-page map (0x3000 into an existing leaf table, 0x4000 into a new one) races a reader
 /// that translates both pages and their mapped neighbour 0x2000. Each page is seen whole
@@ -30,12 +25,7 @@ fn map_vs_translate() {
     const TARGET: u64 = 0x20_0000;
     model("map_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(NEIGHBOUR), NEIGHBOUR_TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, NEIGHBOUR, NEIGHBOUR_TARGET);
 
         let reader = {
             let dev = dev.clone();
@@ -78,12 +68,7 @@ fn retire_vs_walk() {
     const TARGET: u64 = 0x30_0000;
     model("retire_vs_walk", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
         assert_eq!(iommu.stats().live_tables, 2);
 
         let reader = {
@@ -109,12 +94,7 @@ fn retire_vs_walk() {
         assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
         reader.join().unwrap();
 
-        let s = settled(&iommu);
-        assert_eq!(
-            (s.live_domains, s.live_tables),
-            (1, 1),
-            "only the root is left: {s:?}"
-        );
+        assert_live(&iommu, (1, 1), "only the root is left");
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
     });

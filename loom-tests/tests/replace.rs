@@ -2,22 +2,28 @@
 #![cfg(viommu_loom)]
 
 use loom::thread;
-use viommu::{DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
+use viommu::{Device, HwptFlags, Iommu, ObjId};
 use viommu_loom_tests::{
-    assert_nothing_live, model, page_target, settled, target_of, IOVA_BITS, PAGE,
+    assert_nothing_live, bind, ioas_with_page, model, page_target, settled, target_of, IOVA,
 };
 
-const IOVA: u64 = 0x1000;
 const OLD: u64 = 0x10_0000;
 const NEW: u64 = 0x20_0000;
 const T1: u64 = 0x30_0000;
 const T2: u64 = 0x40_0000;
 
-fn info() -> DeviceInfo {
-    DeviceInfo {
-        iova_bits: IOVA_BITS,
-        reserved: Vec::new(),
-    }
+/// Devices A and B, of groups 1 and 2, and IOASes 1 and 2 mapping `IOVA` to `T1` and `T2`.
+fn two_groups(iommu: &Iommu) -> ([(ObjId, Device); 2], [ObjId; 2]) {
+    let devices = [bind(iommu, 1), bind(iommu, 2)];
+    let ioas = [T1, T2].map(|t| ioas_with_page(iommu, IOVA, t));
+    (devices, ioas)
+}
+
+/// A crossed over to IOAS 2 and B to IOAS 1.
+#[track_caller]
+fn assert_crossed(a: &Device, b: &Device) {
+    assert_eq!(target_of(a, IOVA), Ok(T2));
+    assert_eq!(target_of(b, IOVA), Ok(T1));
 }
 
 /// G1, G2: a reader that pins and translates while the device is replaced from an auto HWPT
@@ -27,15 +33,9 @@ fn info() -> DeviceInfo {
 fn replace_vs_translate() {
     model("replace_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), NEW, PAGE, Prot::RW)
-            .unwrap();
+        let (dev_id, dev) = bind(&iommu, 1);
+        let ioas1 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas2 = ioas_with_page(&iommu, IOVA, NEW);
         iommu.device_attach(dev_id, ioas1).unwrap();
 
         let reader_dev = dev.clone();
@@ -73,15 +73,9 @@ fn replace_vs_translate() {
 fn replace_vs_guard_lifetime() {
     model("replace_vs_guard_lifetime", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), NEW, PAGE, Prot::RW)
-            .unwrap();
+        let (dev_id, dev) = bind(&iommu, 1);
+        let ioas1 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas2 = ioas_with_page(&iommu, IOVA, NEW);
         iommu.device_attach(dev_id, ioas1).unwrap();
         let user = iommu.hwpt_alloc(dev_id, ioas2, HwptFlags::empty()).unwrap();
         assert_eq!(iommu.stats().live_domains, 2);
@@ -126,20 +120,11 @@ fn replace_vs_guard_lifetime() {
 fn replace_vs_replace() {
     model("replace_vs_replace", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let ioas0 = iommu.ioas_alloc().unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas0, Some(IOVA), OLD, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let (a_id, a) = bind(&iommu, 1);
+        let (b_id, b) = bind(&iommu, 1);
+        let ioas0 = ioas_with_page(&iommu, IOVA, OLD);
+        let ioas1 = ioas_with_page(&iommu, IOVA, T1);
+        let ioas2 = ioas_with_page(&iommu, IOVA, T2);
         let h0 = iommu.device_attach(a_id, ioas0).unwrap();
         assert_eq!(iommu.device_attach(b_id, ioas0).unwrap(), h0);
 
@@ -186,16 +171,7 @@ fn replace_vs_replace() {
 fn replace_crossing_ioases() {
     model("replace_crossing_ioases", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(2), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let ([(a_id, a), (b_id, b)], [ioas1, ioas2]) = two_groups(&iommu);
         iommu.device_attach(a_id, ioas1).unwrap();
         iommu.device_attach(b_id, ioas2).unwrap();
 
@@ -204,8 +180,7 @@ fn replace_crossing_ioases() {
         iommu.device_replace(b_id, ioas1).unwrap();
         racer.join().unwrap();
 
-        assert_eq!(target_of(&a, IOVA), Ok(T2));
-        assert_eq!(target_of(&b, IOVA), Ok(T1));
+        assert_crossed(&a, &b);
         let s = settled(&iommu);
         assert_eq!((s.hwpts, s.live_domains, s.live_tables), (2, 2, 4), "{s:?}");
         iommu.device_detach(a_id).unwrap();
@@ -222,16 +197,7 @@ fn replace_crossing_ioases() {
 fn replace_crossing_user_hwpts() {
     model("replace_crossing_user_hwpts", || {
         let iommu = Iommu::new();
-        let (a_id, a) = iommu.device_bind(GroupId(1), info()).unwrap();
-        let (b_id, b) = iommu.device_bind(GroupId(2), info()).unwrap();
-        let ioas1 = iommu.ioas_alloc().unwrap();
-        let ioas2 = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas1, Some(IOVA), T1, PAGE, Prot::RW)
-            .unwrap();
-        iommu
-            .ioas_map(ioas2, Some(IOVA), T2, PAGE, Prot::RW)
-            .unwrap();
+        let ([(a_id, a), (b_id, b)], [ioas1, ioas2]) = two_groups(&iommu);
         let flags = HwptFlags::empty();
         let a_old = iommu.hwpt_alloc(a_id, ioas1, flags).unwrap();
         let a_new = iommu.hwpt_alloc(a_id, ioas2, flags).unwrap();
@@ -245,8 +211,7 @@ fn replace_crossing_user_hwpts() {
         assert_eq!(iommu.device_replace(b_id, b_new).unwrap(), b_new);
         assert_eq!(racer.join().unwrap(), a_new);
 
-        assert_eq!(target_of(&a, IOVA), Ok(T2));
-        assert_eq!(target_of(&b, IOVA), Ok(T1));
+        assert_crossed(&a, &b);
         iommu.device_detach(a_id).unwrap();
         iommu.device_detach(b_id).unwrap();
         for h in [a_old, a_new, b_old, b_new] {

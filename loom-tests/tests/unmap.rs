@@ -5,11 +5,12 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use viommu::{DeviceInfo, FaultKind, GroupId, Iommu, Prot};
-use viommu_loom_tests::{assert_nothing_live, model, page_target, settled, IOVA_BITS, PAGE};
+use viommu::{FaultKind, Iommu};
+use viommu_loom_tests::{
+    assert_after_fence, assert_live, assert_nothing_live, device_on_page, model, page_target, IOVA,
+    PAGE, TARGET,
+};
 
-const IOVA: u64 = 0x1000;
-const TARGET: u64 = 0x10_0000;
 /// What the guest page holds while it is mapped, and after the guest reuses it.
 const MAPPED_DATA: u64 = 0xd1a;
 const REUSED_DATA: u64 = 0x5e1f;
@@ -26,20 +27,7 @@ const REUSED_DATA: u64 = 0x5e1f;
 fn unmap_vs_translate() {
     model("unmap_vs_translate", || {
         let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(
-                GroupId(1),
-                DeviceInfo {
-                    iova_bits: IOVA_BITS,
-                    reserved: Vec::new(),
-                },
-            )
-            .unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        iommu
-            .ioas_map(ioas, Some(IOVA), TARGET, PAGE, Prot::RW)
-            .unwrap();
-        iommu.device_attach(dev_id, ioas).unwrap();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
         let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
         let unmapped = Arc::new(AtomicBool::new(false));
 
@@ -66,15 +54,7 @@ fn unmap_vs_translate() {
                 let after = unmapped.load(Ordering::Acquire);
                 let guard = dev.pin();
                 let r = page_target(&guard, IOVA);
-                if after {
-                    assert_eq!(
-                        r,
-                        Err(FaultKind::Unmapped),
-                        "a guard made after unmap returned"
-                    );
-                } else {
-                    assert!(r == Ok(TARGET) || r == Err(FaultKind::Unmapped), "{r:x?}");
-                }
+                assert_after_fence(r, after, TARGET, FaultKind::Unmapped, "unmap");
             })
         };
         assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
@@ -84,12 +64,7 @@ fn unmap_vs_translate() {
         memory.with_mut(|p| unsafe { *p = REUSED_DATA });
         reader.join().unwrap();
 
-        let s = settled(&iommu);
-        assert_eq!(
-            (s.live_domains, s.live_tables),
-            (1, 1),
-            "the leaf table is freed: {s:?}"
-        );
+        assert_live(&iommu, (1, 1), "the leaf table is freed");
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
     });

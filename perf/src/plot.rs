@@ -48,6 +48,21 @@ fn kind_index(name: &str) -> usize {
     Kind::ALL.iter().position(|k| k.name() == name).unwrap_or(0)
 }
 
+/// Draws the legend of `chart` (upper left) and writes `root`'s file.
+fn legend_and_write<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    root: &DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+) -> PlotResult {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// Draws percentile curves of `series` (name, distribution) into `path`.
 fn percentile_plot(path: &Path, title: &str, series: &[(&str, &Dist)]) -> PlotResult {
     let ymin = series
@@ -96,22 +111,12 @@ fn percentile_plot(path: &Path, title: &str, series: &[(&str, &Dist)]) -> PlotRe
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend_and_write(&mut chart, &root)
 }
 
 /// Draws throughput against reader count for `scenario` into `path`.
 fn throughput_plot(path: &Path, rs: &[CaseResult], scenario: Scenario) -> PlotResult {
-    let rows: Vec<&CaseResult> = rs
-        .iter()
-        .filter(|r| r.scenario == scenario.name())
-        .collect();
+    let rows = scenario.results(rs);
     let xmax = rows.iter().map(|r| r.readers).max().unwrap_or(1).max(2) as f64;
     let ymax = rows.iter().map(|r| r.mops).fold(1.0f64, f64::max) * 1.15;
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
@@ -152,14 +157,7 @@ fn throughput_plot(path: &Path, rs: &[CaseResult], scenario: Scenario) -> PlotRe
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend_and_write(&mut chart, &root)
 }
 
 /// Writes every plot the results allow into `dir`; returns the files written.
@@ -170,10 +168,7 @@ pub fn write_all(dir: &Path, rs: &[CaseResult]) -> Result<Vec<PathBuf>, Box<dyn 
         Scenario::TranslateReplace,
         Scenario::TranslateMapUnmap,
     ] {
-        let rows: Vec<&CaseResult> = rs
-            .iter()
-            .filter(|r| r.scenario == scenario.name())
-            .collect();
+        let rows = scenario.results(rs);
         let Some(max) = rows.iter().map(|r| r.readers).max() else {
             continue;
         };

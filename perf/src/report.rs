@@ -262,8 +262,8 @@ impl Table {
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+    fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        self.rows.push(cells.into_iter().collect());
     }
 
     fn render(&self, left: usize) -> String {
@@ -313,14 +313,20 @@ fn dist_cell(d: Option<&Dist>, f: impl Fn(&Dist) -> u64) -> String {
     d.map_or_else(|| "-".into(), |d| fmt_ns(f(d)))
 }
 
+/// The first `n` of the cells p50, p99, p99.9 and max of `d`.
+fn tail_cells(d: Option<&Dist>, n: usize) -> impl Iterator<Item = String> + '_ {
+    let pick: [fn(&Dist) -> u64; 4] = [|d| d.p50, |d| d.p99, |d| d.p999, |d| d.max];
+    pick.into_iter().take(n).map(move |f| dist_cell(d, f))
+}
+
+/// The results of `scenario`, or `None` when the run has none (its table is left out).
+fn table_rows(rs: &[CaseResult], scenario: Scenario) -> Option<Vec<&CaseResult>> {
+    let rows = scenario.results(rs);
+    (!rows.is_empty()).then_some(rows)
+}
+
 fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
-    let rows: Vec<&CaseResult> = rs
-        .iter()
-        .filter(|r| r.scenario == scenario.name())
-        .collect();
-    if rows.is_empty() {
-        return None;
-    }
+    let rows = table_rows(rs, scenario)?;
     let mut t = Table::new(&[
         "readers",
         "baseline",
@@ -345,15 +351,14 @@ fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
             (Some(b), Some(x)) => ratio(b as f64 / x as f64),
             _ => "-".into(),
         };
-        t.row(vec![
+        let head = [
             r.readers.to_string(),
             r.baseline.to_string(),
             format!("{:.1}", r.mops),
             btree.map_or("-".into(), |b| ratio(r.mops / b.mops)),
             limit.map_or("-".into(), |u| ratio(u.mops / r.mops)),
-            dist_cell(block, |d| d.p50),
-            dist_cell(block, |d| d.p99),
-            dist_cell(block, |d| d.p999),
+        ];
+        t.row(head.into_iter().chain(tail_cells(block, 3)).chain([
             dist_cell(r.latency.get("translate_single"), |d| d.p999),
             gain,
             r.faults.to_string(),
@@ -364,19 +369,23 @@ fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
             } else {
                 "-".into()
             },
-        ]);
+        ]));
     }
     Some(t.render(2))
 }
 
+/// The first cells of a row of the replace and unmap tables: baseline, readers, writer calls.
+fn writer_head(r: &CaseResult) -> impl Iterator<Item = String> {
+    [
+        r.baseline.to_string(),
+        r.readers.to_string(),
+        r.writer_ops.to_string(),
+    ]
+    .into_iter()
+}
+
 fn replace_table(rs: &[CaseResult]) -> Option<String> {
-    let rows: Vec<&CaseResult> = rs
-        .iter()
-        .filter(|r| r.scenario == Scenario::Replace.name())
-        .collect();
-    if rows.is_empty() {
-        return None;
-    }
+    let rows = table_rows(rs, Scenario::Replace)?;
     let mut t = Table::new(&[
         "baseline",
         "readers",
@@ -391,30 +400,18 @@ fn replace_table(rs: &[CaseResult]) -> Option<String> {
     ]);
     for r in rows {
         let d = r.latency.get("replace");
-        t.row(vec![
-            r.baseline.into(),
-            r.readers.to_string(),
-            r.writer_ops.to_string(),
-            dist_cell(d, |d| d.p50),
-            dist_cell(d, |d| d.p99),
-            dist_cell(d, |d| d.p999),
-            dist_cell(d, |d| d.max),
-            r.faults.to_string(),
-            r.wrong.to_string(),
-            format!("{:.1}", r.mops),
-        ]);
+        t.row(
+            writer_head(r)
+                .chain(tail_cells(d, 4))
+                .chain([r.faults.to_string(), r.wrong.to_string()])
+                .chain([format!("{:.1}", r.mops)]),
+        );
     }
     Some(t.render(1))
 }
 
 fn unmap_table(rs: &[CaseResult]) -> Option<String> {
-    let rows: Vec<&CaseResult> = rs
-        .iter()
-        .filter(|r| r.scenario == Scenario::Unmap.name())
-        .collect();
-    if rows.is_empty() {
-        return None;
-    }
+    let rows = table_rows(rs, Scenario::Unmap)?;
     let mut t = Table::new(&[
         "baseline",
         "readers",
@@ -430,30 +427,18 @@ fn unmap_table(rs: &[CaseResult]) -> Option<String> {
     for r in rows {
         let u = r.latency.get("unmap");
         let m = r.latency.get("map");
-        t.row(vec![
-            r.baseline.into(),
-            r.readers.to_string(),
-            r.writer_ops.to_string(),
-            dist_cell(u, |d| d.p50),
-            dist_cell(u, |d| d.p99),
-            dist_cell(u, |d| d.p999),
-            dist_cell(u, |d| d.max),
-            dist_cell(m, |d| d.p50),
-            dist_cell(m, |d| d.p99),
-            format!("{:.1}", r.mops),
-        ]);
+        t.row(
+            writer_head(r)
+                .chain(tail_cells(u, 4))
+                .chain(tail_cells(m, 2))
+                .chain([format!("{:.1}", r.mops)]),
+        );
     }
     Some(t.render(1))
 }
 
 fn mapunmap_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
-    let rows: Vec<&CaseResult> = rs
-        .iter()
-        .filter(|r| r.scenario == scenario.name())
-        .collect();
-    if rows.is_empty() {
-        return None;
-    }
+    let rows = table_rows(rs, scenario)?;
     let mut t = Table::new(&[
         "baseline",
         "pairs/s",
@@ -468,18 +453,19 @@ fn mapunmap_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
     for r in rows {
         let m = r.latency.get("map");
         let u = r.latency.get("unmap");
-        t.row(vec![
+        let head = [
             r.baseline.into(),
             format!("{:.0}", r.writer_ops_per_s),
             btree.map_or("-".into(), |b| {
                 ratio(r.writer_ops_per_s / b.writer_ops_per_s)
             }),
-            dist_cell(m, |d| d.p50),
-            dist_cell(m, |d| d.p99),
-            dist_cell(u, |d| d.p50),
-            dist_cell(u, |d| d.p99),
-            r.writer_errors.to_string(),
-        ]);
+        ];
+        t.row(
+            head.into_iter()
+                .chain(tail_cells(m, 2))
+                .chain(tail_cells(u, 2))
+                .chain([r.writer_errors.to_string()]),
+        );
     }
     Some(t.render(1))
 }

@@ -21,6 +21,7 @@
 pub mod btree;
 pub mod iotlb;
 pub mod mutex_radix;
+pub mod two_domains;
 // Shared with the criterion benches (`#[path]` include); each user needs only part of it.
 #[allow(dead_code)]
 pub mod radix;
@@ -123,9 +124,7 @@ pub trait Translator: Send + Sync + 'static {
         access: Access,
         out: &mut [Result<u64, FaultKind>],
     ) {
-        for (o, &iova) in out.iter_mut().zip(iovas) {
-            *o = self.translate(iova, len, access);
-        }
+        translate_each(self, iovas, len, access, out);
     }
 
     /// Switches the device to domain `to`.
@@ -141,6 +140,21 @@ pub trait Translator: Send + Sync + 'static {
     /// Frees whatever the implementation retired but has not freed yet (viommu:
     /// `Iommu::synchronize`), so a memory measurement sees only live state.
     fn quiesce(&self) {}
+}
+
+/// One [`Translator::translate`] per request: the default [`Translator::translate_block`],
+/// callable by an implementation that overrides it for some configurations only.
+#[inline]
+pub fn translate_each<T: Translator + ?Sized>(
+    t: &T,
+    iovas: &[u64],
+    len: u64,
+    access: Access,
+    out: &mut [Result<u64, FaultKind>],
+) {
+    for (o, &iova) in out.iter_mut().zip(iovas) {
+        *o = t.translate(iova, len, access);
+    }
 }
 
 /// The implementations, in report order.
@@ -200,17 +214,11 @@ macro_rules! with_translator {
         use std::sync::Arc;
         use $crate::baselines::{btree, iotlb, mutex_radix, unsync, viommu_api as vi, Kind};
         let layout: &$crate::baselines::Layout = $layout;
-        match $kind {
-            Kind::Viommu => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::Replace));
-                $body
-            }
-            Kind::ViommuGuard => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::Guard64));
-                $body
-            }
-            Kind::DetachAttach => {
-                let $t = Arc::new(vi::ViommuTranslator::new(layout, vi::Flavor::DetachAttach));
+        let kind: Kind = $kind;
+        match kind {
+            Kind::Viommu | Kind::ViommuGuard | Kind::DetachAttach => {
+                let flavor = vi::Flavor::of(kind).expect("a viommu kind");
+                let $t = Arc::new(vi::ViommuTranslator::new(layout, flavor));
                 $body
             }
             Kind::RwLockBTree => {

@@ -13,8 +13,9 @@
 //!   by `device_attach`: what a front end without replace has to do; readers that land in the
 //!   gap fault as blocked, and the scenarios count those faults.
 
-use super::{DomainIdx, Layout, OpError, Translator};
-use ::viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, HwptFlags, Iommu, ObjId, Prot};
+use super::two_domains::TwoDomains;
+use super::{translate_each, DomainIdx, Kind, Layout, OpError, Translator};
+use ::viommu::{Access, Device, Fault, FaultKind, Iommu, ObjId, Prot, Translation};
 
 /// How readers translate and how the device switches domains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,18 @@ pub enum Flavor {
     DetachAttach,
 }
 
+impl Flavor {
+    /// The flavour that implements `kind`, if `kind` is one of viommu's.
+    pub fn of(kind: Kind) -> Option<Flavor> {
+        match kind {
+            Kind::Viommu => Some(Flavor::Replace),
+            Kind::ViommuGuard => Some(Flavor::Guard64),
+            Kind::DetachAttach => Some(Flavor::DetachAttach),
+            _ => None,
+        }
+    }
+}
+
 /// One device of a viommu context with two prebuilt domains.
 pub struct ViommuTranslator {
     iommu: Iommu,
@@ -37,35 +50,34 @@ pub struct ViommuTranslator {
     flavor: Flavor,
 }
 
+/// The target of a translation's first chunk (0 for an empty one), or the fault kind.
+#[inline]
+fn first_target(r: Result<Translation<'_>, Fault>) -> Result<u64, FaultKind> {
+    match r {
+        Ok(mut t) => Ok(t.next().map_or(0, |c| c.target)),
+        Err(f) => Err(f.kind),
+    }
+}
+
 fn failed(what: &str, e: ::viommu::Error) -> OpError {
     OpError::Failed(format!("{what}: {e} (errno {})", e.errno()))
 }
 
 impl ViommuTranslator {
-    /// Builds the context, both domains, and attaches the device to domain 0.
+    /// Builds the context, both domains ([`TwoDomains`] over `layout`), and attaches the device
+    /// to domain 0.
     ///
     /// # Panics
     ///
     /// If viommu refuses the setup (a bug: every call here is valid per the API contract).
     pub fn new(layout: &Layout, flavor: Flavor) -> ViommuTranslator {
-        let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(GroupId(0), DeviceInfo::default())
-            .expect("device_bind");
-        let mut ioas = [dev_id; 2];
-        let mut hwpt = [dev_id; 2];
-        for d in 0..2 {
-            ioas[d] = iommu.ioas_alloc().expect("ioas_alloc");
-            for (iova, target, len) in layout.mappings(d) {
-                iommu
-                    .ioas_map(ioas[d], Some(iova), target, len, Prot::RW)
-                    .expect("ioas_map");
-            }
-            hwpt[d] = iommu
-                .hwpt_alloc(dev_id, ioas[d], HwptFlags::empty())
-                .expect("hwpt_alloc");
-        }
-        iommu.device_attach(dev_id, hwpt[0]).expect("device_attach");
+        let TwoDomains {
+            iommu,
+            dev_id,
+            dev,
+            ioas,
+            hwpt,
+        } = TwoDomains::new(|d| layout.mappings(d));
         ViommuTranslator {
             iommu,
             dev_id,
@@ -80,10 +92,7 @@ impl ViommuTranslator {
 impl Translator for ViommuTranslator {
     #[inline]
     fn translate(&self, iova: u64, len: u64, access: Access) -> Result<u64, FaultKind> {
-        match self.dev.translate(iova, len, access) {
-            Ok(mut t) => Ok(t.next().map_or(0, |c| c.target)),
-            Err(f) => Err(f.kind),
-        }
+        first_target(self.dev.translate(iova, len, access))
     }
 
     #[inline]
@@ -97,15 +106,10 @@ impl Translator for ViommuTranslator {
         if self.flavor == Flavor::Guard64 {
             let guard = self.dev.pin();
             for (o, &iova) in out.iter_mut().zip(iovas) {
-                *o = match guard.translate(iova, len, access) {
-                    Ok(mut t) => Ok(t.next().map_or(0, |c| c.target)),
-                    Err(f) => Err(f.kind),
-                };
+                *o = first_target(guard.translate(iova, len, access));
             }
         } else {
-            for (o, &iova) in out.iter_mut().zip(iovas) {
-                *o = self.translate(iova, len, access);
-            }
+            translate_each(self, iovas, len, access, out);
         }
     }
 

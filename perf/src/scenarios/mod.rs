@@ -67,6 +67,11 @@ impl Scenario {
         }
     }
 
+    /// This scenario's results in `rs`, in run order.
+    pub fn results(self, rs: &[CaseResult]) -> Vec<&CaseResult> {
+        rs.iter().filter(|r| r.scenario == self.name()).collect()
+    }
+
     /// The scenario called `name`.
     pub fn from_name(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
@@ -88,38 +93,24 @@ impl Scenario {
         }
     }
 
-    /// The implementations this scenario compares. Flavours that would measure exactly what
-    /// another row measures are left out (detach + attach differs from viommu only in the
-    /// switch; the 64-translation guard only on the read side).
-    pub fn kinds(self) -> &'static [Kind] {
+    /// The implementations this scenario compares, in report order: every one but those that
+    /// cannot take part (unsync-radix has no writer) or would measure exactly what another row
+    /// measures (detach + attach differs from viommu only in the switch; the 64-translation
+    /// guard only on the read side).
+    pub fn kinds(self) -> Vec<Kind> {
         use Kind::*;
-        match self {
-            Scenario::TranslateIdle | Scenario::TranslateMapUnmap => {
-                &[Viommu, ViommuGuard, RwLockBTree, Iotlb, MutexRadix, Unsync]
-            }
-            Scenario::TranslateReplace => &[
-                Viommu,
-                ViommuGuard,
-                DetachAttach,
-                RwLockBTree,
-                Iotlb,
-                MutexRadix,
-                Unsync,
-            ],
-            Scenario::Replace => &[
-                Viommu,
-                ViommuGuard,
-                DetachAttach,
-                RwLockBTree,
-                Iotlb,
-                MutexRadix,
-            ],
-            Scenario::Unmap => &[Viommu, ViommuGuard, RwLockBTree, Iotlb, MutexRadix],
-            Scenario::MapUnmap4k | Scenario::MapUnmap2m => {
-                &[Viommu, RwLockBTree, Iotlb, MutexRadix]
-            }
-            Scenario::Memory => &[Viommu, DetachAttach, RwLockBTree, Iotlb, MutexRadix],
-        }
+        let left_out: &[Kind] = match self {
+            Scenario::TranslateIdle | Scenario::TranslateMapUnmap => &[DetachAttach],
+            Scenario::TranslateReplace => &[],
+            Scenario::Replace => &[Unsync],
+            Scenario::Unmap => &[DetachAttach, Unsync],
+            Scenario::MapUnmap4k | Scenario::MapUnmap2m => &[ViommuGuard, DetachAttach, Unsync],
+            Scenario::Memory => &[ViommuGuard, Unsync],
+        };
+        Kind::ALL
+            .into_iter()
+            .filter(|k| !left_out.contains(k))
+            .collect()
     }
 }
 
@@ -325,7 +316,7 @@ pub fn plan(cfg: &Config) -> Vec<Case> {
             Scenario::MapUnmap4k | Scenario::MapUnmap2m | Scenario::Memory => vec![0],
         };
         for &n in &readers {
-            for &kind in scenario.kinds() {
+            for kind in scenario.kinds() {
                 cases.push(Case {
                     scenario,
                     kind,
