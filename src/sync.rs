@@ -44,6 +44,11 @@ pub(crate) use loom::sync::{
 #[cfg(viommu_loom)]
 pub(crate) use loom::thread_local;
 
+/// A cell whose accesses loom checks for data races; the page table uses one per node to
+/// catch a walk of a freed node ([`crate::pagetable`]).
+#[cfg(viommu_loom)]
+pub(crate) use loom::cell::UnsafeCell as TrackedCell;
+
 /// loom has no compiler fence; under loom readers never use the asymmetric protocol (see
 /// [`crate::grace`]), so this is never reached with a meaning.
 #[cfg(viommu_loom)]
@@ -212,7 +217,8 @@ mod cell {
 
     impl<T> Drop for DomainCell<T> {
         fn drop(&mut self) {
-            let ptr = self.ptr.load(Ordering::Relaxed);
+            // `&mut self`: the latest value, with no ordering needed.
+            let ptr = self.ptr.with_mut(|p| *p);
             // SAFETY: the cell owns one reference to its current value; `&mut self` means no
             // reader loads from it any more.
             drop(unsafe { Arc::from_raw(ptr) });

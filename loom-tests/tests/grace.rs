@@ -8,8 +8,8 @@ use loom::sync::Arc;
 use loom::thread;
 use viommu::{FaultKind, Iommu};
 use viommu_loom_tests::{
-    assert_nothing_live, bind, device_on_page, ioas_with_page, model, page_target, IOVA, PAGE,
-    TARGET,
+    assert_nothing_live, bind, device_on_page, ioas_with_page, model, page_target, target_of, IOVA,
+    PAGE, TARGET,
 };
 
 const MAPPED_DATA: u64 = 0xd1a;
@@ -174,6 +174,38 @@ fn first_pin_vs_unmap() {
         fenced.store(true, Ordering::Release);
         // SAFETY: a write; loom checks it against the reader's DMA.
         memory.with_mut(|p| unsafe { *p = REUSED_DATA });
+        reader.join().unwrap();
+        iommu.device_detach(dev_id).unwrap();
+        assert_nothing_live(&iommu);
+    });
+}
+
+/// The per-thread domain cache against a replace: a guard made after `device_replace`
+/// returned (the reader saw the flag) translates through the new domain, even when the
+/// thread's cache holds a snapshot taken while the replace was under way.
+#[test]
+fn cached_snapshot_vs_replace() {
+    model("cached_snapshot_vs_replace", || {
+        let iommu = Iommu::new();
+        let (dev_id, dev, _ioas1) = device_on_page(&iommu, IOVA, TARGET);
+        let ioas2 = ioas_with_page(&iommu, IOVA, TARGET + PAGE);
+        let replaced = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (dev, replaced) = (dev.clone(), replaced.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let after = replaced.load(Ordering::Acquire);
+                    let target = target_of(&dev, IOVA).unwrap();
+                    if after {
+                        assert_eq!(target, TARGET + PAGE, "a guard made after the replace");
+                    } else {
+                        assert!(target == TARGET || target == TARGET + PAGE, "{target:#x}");
+                    }
+                }
+            })
+        };
+        iommu.device_replace(dev_id, ioas2).unwrap();
+        replaced.store(true, Ordering::Release);
         reader.join().unwrap();
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);

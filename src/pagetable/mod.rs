@@ -58,6 +58,19 @@ struct Table {
     entries: [AtomicU64; FANOUT],
     /// Non-empty entries; written only by the (serialized) writer.
     live: AtomicU32,
+    /// Under loom only: written when the table is freed and read by every walk that visits
+    /// it, so a walk that reaches a freed table is a data race loom reports (loom does not
+    /// see a use after free by itself).
+    #[cfg(viommu_loom)]
+    freed: crate::sync::TrackedCell<bool>,
+}
+
+#[cfg(viommu_loom)]
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: a loom-tracked write; `&mut self` is exclusive.
+        self.freed.with_mut(|p| unsafe { *p = true });
+    }
 }
 
 impl Table {
@@ -65,6 +78,8 @@ impl Table {
         let table = Box::new(Table {
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
             live: AtomicU32::new(0),
+            #[cfg(viommu_loom)]
+            freed: crate::sync::TrackedCell::new(false),
         });
         counters.tables.fetch_add(1, Ordering::Relaxed);
         NonNull::from(Box::leak(table))
@@ -134,6 +149,12 @@ impl PageTable {
             // unlinked before they are retired and retired ones are freed only after every
             // guard that could reach them is gone (`crate::grace`).
             let slot = unsafe { &(*table).entries[index(iova, level)] };
+            #[cfg(viommu_loom)]
+            // SAFETY: as above; a loom-tracked read that races with the write in `drop` if
+            // this walk reached a table that is being freed.
+            unsafe { &*table }
+                .freed
+                .with(|p| assert!(!unsafe { *p }, "a walk reached a freed page table"));
             // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
             // zeroed entries and a leaf are visible once the entry that names them is).
             let pte = Pte(slot.load(Ordering::Acquire));
