@@ -47,7 +47,7 @@ pub(crate) use loom::thread_local;
 /// A cell whose accesses loom checks for data races; the page table uses one per node to
 /// catch a walk of a freed node ([`crate::pagetable`]).
 #[cfg(viommu_loom)]
-pub(crate) use loom::cell::UnsafeCell as TrackedCell;
+pub(crate) use loom::cell::UnsafeCell as TrackedUnsafeCell;
 
 /// loom has no compiler fence; under loom readers never use the asymmetric protocol (see
 /// [`crate::grace`]), so this is never reached with a meaning.

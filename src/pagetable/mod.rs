@@ -62,7 +62,7 @@ struct Table {
     /// it, so a walk that reaches a freed table is a data race loom reports (loom does not
     /// see a use after free by itself).
     #[cfg(viommu_loom)]
-    freed: crate::sync::TrackedCell<bool>,
+    freed: crate::sync::TrackedUnsafeCell<bool>,
 }
 
 #[cfg(viommu_loom)]
@@ -79,7 +79,7 @@ impl Table {
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
             live: AtomicU32::new(0),
             #[cfg(viommu_loom)]
-            freed: crate::sync::TrackedCell::new(false),
+            freed: crate::sync::TrackedUnsafeCell::new(false),
         });
         counters.tables.fetch_add(1, Ordering::Relaxed);
         NonNull::from(Box::leak(table))
