@@ -10,7 +10,7 @@ mod common;
 
 use common::{config, first_target, with_background, TwoDomains, MIB2, PAGE};
 use criterion::{black_box, BenchmarkId, Criterion};
-use viommu::{Access, Prot};
+use viommu::{Access, DeviceInfo, GroupId, Iommu, Prot};
 
 /// The readers' pages: 256 × 4 KiB, target not 2 MiB aligned (4 KiB leaves).
 const IOVA_BASE: u64 = 0x1000_0000;
@@ -113,5 +113,34 @@ fn main() {
     let mut c = config(30).configure_from_args();
     replace(&mut c);
     map_unmap(&mut c);
+    fences(&mut c);
     c.final_summary();
+}
+
+/// The fence alone: `synchronize()` with no guard alive (the membarrier or fence cost plus a
+/// pass over the guard slots), and with a reader thread pinning and unpinning beside it.
+fn fences(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let iommu = Iommu::new();
+    let (_, dev) = iommu
+        .device_bind(GroupId(9), DeviceInfo::default())
+        .expect("bind");
+    let mut g = c.benchmark_group("fence");
+    g.bench_function("synchronize/idle", |b| {
+        b.iter(|| iommu.synchronize().expect("no guard held"))
+    });
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Relaxed: the flag only ends the loop.
+            while !stop.load(Ordering::Relaxed) {
+                drop(std::hint::black_box(dev.pin()));
+            }
+        });
+        g.bench_function("synchronize/reader_beside", |b| {
+            b.iter(|| iommu.synchronize().expect("no guard held"))
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    g.finish();
 }
