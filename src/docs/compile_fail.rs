@@ -5,7 +5,8 @@
 //!
 //! # A `DmaGuard` is not `Send`
 //!
-//! A guard is one thread's epoch pin; it cannot be moved to another thread.
+//! A guard is a slot of one thread's grace-period participant; it cannot be moved to another
+//! thread.
 //!
 //! ```compile_fail,E0277
 //! use viommu::{DeviceInfo, GroupId, Iommu};

@@ -108,7 +108,7 @@ pub(crate) struct PageTable {
 }
 
 // SAFETY: the tables behind the raw pointers are only read and written through atomics;
-// writers are serialized by `writer`; tables are freed only through the epoch collector
+// writers are serialized by `writer`; tables are freed only after a grace period
 // (unmap) or by `Drop`, which has exclusive access.
 unsafe impl Send for PageTable {}
 // SAFETY: as above: shared access only performs atomic operations on the tables.
