@@ -9,7 +9,6 @@
 //! returned inline), and the only writes are to the calling thread's own slot and cache (G11,
 //! G13).
 
-use crate::domain::Domain;
 use crate::grace::{Grace, Pin};
 use crate::group::GroupShared;
 use crate::pagetable::PageTable;
@@ -37,13 +36,6 @@ pub struct Device {
     pub(crate) inner: Arc<DeviceShared>,
 }
 
-/// The way of the per-thread domain cache that a group uses.
-#[inline(always)]
-fn cache_way(group: &GroupShared) -> usize {
-    let addr = group as *const GroupShared as usize;
-    ((addr >> 4) ^ (addr >> 10)) % crate::grace::CACHE_WAYS
-}
-
 impl Device {
     /// Pins the current thread and takes one snapshot of the device's domain. Every
     /// translation through the guard uses that domain (G1); the memory behind those
@@ -55,31 +47,36 @@ impl Device {
     pub fn pin(&self) -> DmaGuard<'_> {
         let inner = &*self.inner;
         let group = &*inner.group;
-        let (pin, (attached, domain)) = inner.grace.pin(|cache| {
+        let (pin, table) = inner.grace.pin(|cache| {
             // ORDERING: Acquire pairs with the Release store in attach that follows the
             // group's publish: a device seen attached also sees its group's domain.
             let attached = inner.attached.load(Ordering::Acquire);
-            // The snapshot: the thread's cached domain if the group's generation is the one
-            // it was cached under, else one load of the group's cell. Safe because a
-            // generation is never reused, and a domain swapped out of the cell is kept alive
-            // by the control plane until every guard pinned before the swap's generation
-            // store is gone (this guard's pin came first: see `crate::grace`).
+            // The snapshot: the thread's cached page table of the group's domain if the
+            // group's generation is the one it was cached under, else one load of the
+            // group's cell. Safe because a generation is never reused, and a domain swapped
+            // out of the cell is kept alive by the control plane until every guard pinned
+            // before the swap's generation store is gone (this guard's pin came first: see
+            // `crate::grace`).
             let generation = group.generation();
-            let way = &mut cache.ways[cache_way(group)];
+            // The mask elides the bounds check (`cache_way` is already below `CACHE_WAYS`).
+            let way = &mut cache.ways[group.cache_way & (crate::grace::CACHE_WAYS - 1)];
             if way.0 != generation {
-                *way = (generation, group.active_ptr() as usize);
+                // SAFETY: the cell's current domain, protected by the pin from here on (as
+                // above).
+                let domain = unsafe { &*group.active_ptr() };
+                // Null for the blocked domain.
+                let table = domain
+                    .page_table()
+                    .map_or(std::ptr::null(), |pt| pt as *const PageTable);
+                *way = (generation, table as usize);
             }
-            (attached, way.1 as *const Domain)
+            // Null too for a detached device: the guard faults `Blocked`.
+            if attached {
+                way.1 as *const PageTable
+            } else {
+                std::ptr::null()
+            }
         });
-        // SAFETY: `domain` is the group's domain at or after `generation`, made alive by the
-        // pin above until the guard drops (see the closure).
-        let domain = unsafe { &*domain };
-        // Resolved once here, not on every translation: null for a detached device or the
-        // blocked domain.
-        let table = match domain.page_table() {
-            Some(pt) if attached => pt as *const PageTable,
-            _ => std::ptr::null(),
-        };
         DmaGuard {
             _pin: pin,
             table,

@@ -20,6 +20,9 @@ pub(crate) struct GroupShared {
     pub(crate) id: GroupId,
     active: DomainCell<Domain>,
     generation: AtomicU64,
+    /// The way of the per-thread snapshot cache this group uses (groups of one `Iommu` take
+    /// the ways in turn, so up to `CACHE_WAYS` groups never evict each other).
+    pub(crate) cache_way: usize,
 }
 
 impl GroupShared {
@@ -28,6 +31,7 @@ impl GroupShared {
             id,
             active: DomainCell::new(blocked),
             generation: AtomicU64::new(generation),
+            cache_way: (generation % crate::grace::CACHE_WAYS as u64) as usize,
         }
     }
 

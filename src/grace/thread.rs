@@ -25,7 +25,7 @@ const SLOTS: usize = 8;
 #[cfg(viommu_loom)]
 const SLOTS: usize = 2;
 
-/// Ways of the per-thread domain cache (direct-mapped by group address).
+/// Ways of the per-thread domain cache (a power of two; groups take them in turn).
 pub(crate) const CACHE_WAYS: usize = 8;
 
 struct SlotBlock {
@@ -150,7 +150,8 @@ impl Drop for Participant {
     }
 }
 
-/// A per-thread cache of domain snapshots: `(generation, domain address)` per way.
+/// A per-thread cache of domain snapshots: `(generation, page-table address)` per way (a
+/// null address for the blocked domain).
 pub(crate) struct DomainCache {
     pub(crate) ways: [(u64, usize); CACHE_WAYS],
 }

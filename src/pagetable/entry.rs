@@ -56,6 +56,12 @@ impl Pte {
         self.0 & VALID != 0
     }
 
+    /// True for a valid entry naming a next-level table (one test of two bits).
+    #[inline]
+    pub(crate) fn is_table_link(self) -> bool {
+        self.0 & (VALID | TABLE) == VALID | TABLE
+    }
+
     #[inline]
     pub(crate) fn is_table(self) -> bool {
         self.0 & TABLE != 0

@@ -139,16 +139,27 @@ impl PageTable {
     }
 
     /// Finds the leaf that maps `iova`: its entry and level.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn lookup(&self, iova: u64) -> Option<(Pte, u32)> {
+        self.walk(iova)
+            .map(|(pte, mask)| (pte, (mask.count_ones() - PAGE_SHIFT) / LEVEL_BITS))
+    }
+
+    /// Finds the leaf that maps `iova`: its entry and the mask of its size (`size - 1`).
+    ///
+    /// One `Acquire` load a level. An entry with both `VALID` and `TABLE` set names the next
+    /// table; anything else ends the walk (a leaf, or nothing): leaves never carry `TABLE`,
+    /// at any level, so the bottom level needs no test of its own.
+    #[inline(always)]
+    fn walk(&self, iova: u64) -> Option<(Pte, u64)> {
         let mut table = self.root.as_ptr() as *const Table;
-        let mut level = self.levels - 1;
+        let mut shift = PAGE_SHIFT + LEVEL_BITS * (self.levels - 1);
         loop {
             // SAFETY: `table` is the root (alive as long as `self`) or was read from a valid
             // table entry while the caller holds a guard (its grace-period pin); tables are
             // unlinked before they are retired and retired ones are freed only after every
             // guard that could reach them is gone (`crate::grace`).
-            let slot = unsafe { &(*table).entries[index(iova, level)] };
+            let slot = unsafe { &(*table).entries[((iova >> shift) as usize) & (FANOUT - 1)] };
             #[cfg(viommu_loom)]
             // SAFETY: as above; a loom-tracked read that races with the write in `drop` if
             // this walk reached a table that is being freed.
@@ -158,14 +169,11 @@ impl PageTable {
             // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
             // zeroed entries and a leaf are visible once the entry that names them is).
             let pte = Pte(slot.load(Ordering::Acquire));
-            if !pte.is_valid() {
-                return None;
-            }
-            if level == 0 || !pte.is_table() {
-                return Some((pte, level));
+            if !pte.is_table_link() {
+                return pte.is_valid().then_some((pte, (1u64 << shift) - 1));
             }
             table = pte.table_ptr() as *const Table;
-            level -= 1;
+            shift -= LEVEL_BITS;
         }
     }
 
@@ -184,15 +192,21 @@ impl PageTable {
         if last > self.aperture_last {
             return Err(self.aperture_fault(iova));
         }
-        let (pte, level) = self.leaf_for(iova, access)?;
-        let mask = leaf_size(level) - 1;
+        let (pte, mask) = self.leaf_for(iova, access)?;
         let first = Chunk {
             iova,
             target: pte.target() | (iova & mask),
             len: (iova | mask).min(last) - iova + 1,
         };
-        let mut chunks = ChunkVec::new();
-        chunks.push(first);
+        // Built in place with its one chunk (no capacity check, no length update).
+        const EMPTY: Chunk = Chunk {
+            iova: 0,
+            target: 0,
+            len: 0,
+        };
+        let mut buf = [EMPTY; crate::translation::INLINE_CHUNKS];
+        buf[0] = first;
+        let mut chunks = ChunkVec::from_buf_and_len(buf, 1);
         if last > iova | mask {
             self.translate_rest((iova | mask) + 1, last, access, &mut chunks)?;
         }
@@ -214,8 +228,8 @@ impl PageTable {
 
     /// The leaf that maps `iova`, if it allows `access`.
     #[inline(always)]
-    fn leaf_for(&self, iova: u64, access: Access) -> Result<(Pte, u32), Fault> {
-        let Some((pte, level)) = self.lookup(iova) else {
+    fn leaf_for(&self, iova: u64, access: Access) -> Result<(Pte, u64), Fault> {
+        let Some((pte, mask)) = self.walk(iova) else {
             return Err(Fault {
                 iova,
                 kind: FaultKind::Unmapped,
@@ -227,7 +241,7 @@ impl PageTable {
                 kind: FaultKind::Permission,
             });
         }
-        Ok((pte, level))
+        Ok((pte, mask))
     }
 
     /// Appends the chunks that cover `iova ..= last` to `out`, merging each with the chunk
@@ -242,8 +256,7 @@ impl PageTable {
     ) -> Result<(), Fault> {
         let mut cur = iova;
         loop {
-            let (pte, level) = self.leaf_for(cur, access)?;
-            let mask = leaf_size(level) - 1;
+            let (pte, mask) = self.leaf_for(cur, access)?;
             let target = pte.target() | (cur & mask);
             let end = (cur | mask).min(last);
             let len = end - cur + 1;
