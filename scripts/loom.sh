@@ -8,7 +8,7 @@
 # model tens of thousands of times.
 #
 # Environment:
-#   LOOM_MAX_PREEMPTIONS   preemption bound (default 2; 3 takes roughly ten times as long)
+#   LOOM_MAX_PREEMPTIONS   preemption bound (default 3; 4 takes about twice as long)
 #   LOOM_MAX_BRANCHES      scheduling points per execution (default: loom-tests' 20000)
 #   LOOM_TEST_THREADS      models run at once within a test binary (default: cargo's choice)
 #   LOOM_TARGET_DIR        cargo target directory (default target-loom)
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 export RUSTFLAGS="--cfg viommu_loom -C debug-assertions=on"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target-loom}"
 

@@ -12,7 +12,7 @@ use viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, Iommu, ObjId, Prot,
 
 /// Preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set. loom's own default is
 /// unbounded, which no model here finishes in reasonable time.
-pub const DEFAULT_PREEMPTIONS: usize = 2;
+pub const DEFAULT_PREEMPTIONS: usize = 3;
 
 /// Scheduling points allowed in one execution when `LOOM_MAX_BRANCHES` is not set. Every
 /// atomic operation is one, set-up and teardown included, and a model here runs a few
