@@ -373,6 +373,10 @@ impl VirtioIommu {
             }
         };
         let kind = req.kind();
+        if writable_len < TAIL_SIZE {
+            // No tail to write the outcome to: do nothing, return the buffers unwritten.
+            return Completion::unwritten();
+        }
         let unavailable = match req {
             Request::Map { .. } | Request::Unmap { .. } => !self.has(F_MAP_UNMAP),
             Request::Probe { .. } => !self.has(F_PROBE),
