@@ -2,6 +2,8 @@
 //! batched UNMAP fence, random bytes and request sequences, and the Linux driver's requests
 //! byte for byte.
 #![cfg(feature = "virtio-iommu")]
+// Reserved ranges are lists that hold one range here.
+#![allow(clippy::single_range_in_vec_init)]
 
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -80,7 +80,7 @@ impl Completion {
 
     /// True if the request waits for no fence (or its fence already holds).
     pub fn is_complete(&self) -> bool {
-        self.fence.as_ref().map_or(true, Fence::is_complete)
+        self.fence.as_ref().is_none_or(Fence::is_complete)
     }
 
     /// True if the request carries a fence (an UNMAP that removed something, or a request

@@ -582,7 +582,7 @@ impl VirtioIommu {
             return Status::Inval;
         }
         // virt_end + 1 wraps for a range that ends at 2^64 - 1: that end is aligned.
-        let end_aligned = end.checked_add(1).map_or(true, |e| e % granule == 0);
+        let end_aligned = end.checked_add(1).is_none_or(|e| e % granule == 0);
         if start % granule != 0 || phys % granule != 0 || !end_aligned {
             return Status::Range;
         }
