@@ -105,7 +105,7 @@
 //!
 //! | feature | what |
 //! | --- | --- |
-//! | `virtio-iommu` | [`virtio_iommu`]: a virtio-iommu device model (virtio 1.3, section 5.13) that turns request bytes into reply bytes over an [`Iommu`] (off by default) |
+//! | `virtio-iommu` | `viommu::virtio_iommu`: a virtio-iommu device model (virtio 1.3, section 5.13) that turns request bytes into reply bytes over an [`Iommu`] (off by default) |
 //!
 //! Everything else is always built. The `viommu_loom` cfg
 //! (set by `scripts/loom.sh`) rebuilds the crate

@@ -477,11 +477,15 @@ fn hitless_reattach_under_dma() {
             }
         })
     };
-    for i in 0..2000 {
-        assert_eq!(send(&mut v, attach(2 - i % 2, 1)), OK);
-    }
-    while done.load(Ordering::Relaxed) < 1000 {
+    // The DMA thread is running before the first move, and has translated many times by
+    // the last one.
+    while done.load(Ordering::Relaxed) == 0 {
         thread::yield_now();
+    }
+    let mut moves = 0u64;
+    while moves < 2000 || done.load(Ordering::Relaxed) < 10_000 {
+        assert_eq!(send(&mut v, attach(2 - (moves % 2) as u32, 1)), OK);
+        moves += 1;
     }
     stop.store(true, Ordering::Relaxed);
     dma.join().unwrap();
