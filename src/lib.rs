@@ -103,7 +103,11 @@
 //!
 //! ## Features
 //!
-//! `viommu` has no cargo features: everything above is always built. The `viommu_loom` cfg
+//! | feature | what |
+//! | --- | --- |
+//! | `virtio-iommu` | `viommu::virtio_iommu`: a virtio-iommu device model (virtio 1.3, section 5.13) that turns request bytes into reply bytes over an [`Iommu`] (off by default) |
+//!
+//! Everything else is always built. The `viommu_loom` cfg
 //! (set by `scripts/loom.sh`) rebuilds the crate
 //! on loom's primitives for model checking; it is for the crate's own tests, not for users.
 //! The minimum supported Rust version of the library is the `rust-version` in `Cargo.toml`
@@ -131,6 +135,8 @@ mod pagetable;
 mod sync;
 mod translation;
 mod types;
+#[cfg(feature = "virtio-iommu")]
+pub mod virtio_iommu;
 
 /// The README's example, compiled and run as a doctest so it stays true.
 #[cfg(doctest)]
