@@ -33,9 +33,9 @@ for t in "${tests[@]}"; do
   test_args+=(--test "$t")
 done
 
-# `--workspace` and the release profile, as scripts/test.sh: the same feature resolution, so
+# `--workspace`, `--all-features` and the release profile, as scripts/test.sh: the same build, so
 # the binaries built here are the ones the full test run reuses.
-json=$(cargo test --workspace --release --no-run --message-format=json --lib "${test_args[@]}")
+json=$(cargo test --workspace --release --all-features --no-run --message-format=json --lib "${test_args[@]}")
 
 # Prints the executable of the test target `$1` of kind `$2` (lib or test). Reads cargo's JSON
 # messages with sed so the script needs nothing beyond bash and coreutils.
