@@ -84,6 +84,11 @@ pub(crate) struct Counters {
     pub(crate) tables: AtomicUsize,
 }
 
+/// `maintain` polls on every this-many calls that find retired entries waiting.
+const POLL_EVERY: usize = 16;
+/// `maintain` polls whenever at least this many retired entries wait.
+const RETIRED_HIGH: usize = 64;
+
 /// A value alone on its cache lines (two, against the adjacent-line prefetcher).
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -107,6 +112,8 @@ pub(crate) struct Grace {
     retired: Mutex<Vec<(u64, Garbage)>>,
     /// `collect` calls that took entries out of `retired` and are still freeing them.
     freeing: AtomicUsize,
+    /// Calls of `maintain` that found retired entries (spaces its polls out).
+    maintain_calls: AtomicUsize,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -128,6 +135,7 @@ impl Grace {
             participants: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             freeing: AtomicUsize::new(0),
+            maintain_calls: AtomicUsize::new(0),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -295,13 +303,22 @@ impl Grace {
         lock(&self.retired).len()
     }
 
-    /// What a control call does on its way out: polls if something waits to be freed, then
-    /// frees what is due.
+    /// What a control call does on its way out: frees what is due, and advances `safe` (a
+    /// poll: one bump, one heavy fence, one pass over the slots) on every
+    /// `POLL_EVERY`-th call that finds something waiting, or when the list grows past
+    /// `RETIRED_HIGH`. A poll per call would put a membarrier (an interrupt to every CPU running
+    /// a thread of the process) in every replace; amortized it costs a few percent of one.
     pub(crate) fn maintain(&self) {
-        if self.retired_len() > 0 {
-            self.poll();
-            self.collect();
+        let waiting = self.retired_len();
+        if waiting == 0 {
+            return;
         }
+        // ORDERING: Relaxed: a counter that only spaces the polls out.
+        let calls = self.maintain_calls.fetch_add(1, Ordering::Relaxed);
+        if calls % POLL_EVERY == 0 || waiting >= RETIRED_HIGH {
+            self.poll();
+        }
+        self.collect();
     }
 
     /// True if the calling thread holds a guard of this `Iommu`: a fence would wait for it.
