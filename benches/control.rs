@@ -1,7 +1,8 @@
 //! Criterion benches of the control plane: replace publish (and detach + attach for
-//! comparison), and map + unmap of 4 KiB and 2 MiB pages, alone and with a second thread
+//! comparison), map + unmap of 4 KiB and 2 MiB pages, alone and with a second thread
 //! translating through the device at the same time (so `ioas_unmap`'s fence has a reader to
-//! wait for).
+//! wait for), map + unmap with the unmap fences batched by 32 (`ioas_unmap_deferred`), and
+//! `Device::pin` on one thread that serves nine `Iommu`s in turn.
 //!
 //! Run with `cargo bench --bench control`; `docs/benchmarks.md` says what each group
 //! measures. The latency suite with percentiles and ratio targets is `viommu-perf`.
@@ -10,7 +11,8 @@ mod common;
 
 use common::{config, first_target, with_background, TwoDomains, MIB2, PAGE};
 use criterion::{black_box, BenchmarkId, Criterion};
-use viommu::{Access, DeviceInfo, GroupId, Iommu, Prot};
+use std::time::{Duration, Instant};
+use viommu::{Access, DeviceInfo, GroupId, Iommu, Prot, UnmapCompletion};
 
 /// The readers' pages: 256 × 4 KiB, target not 2 MiB aligned (4 KiB leaves).
 const IOVA_BASE: u64 = 0x1000_0000;
@@ -109,10 +111,111 @@ fn map_unmap(c: &mut Criterion) {
     g.finish();
 }
 
+/// Unmaps whose fences share one wait in `map_unmap_batched`.
+const BATCH: u64 = 32;
+/// A page kept mapped beside the batched slots (in the same leaf table), as a guest's other
+/// mappings are, so that an unmap never empties the table (the suite's `mapunmap-batch` does
+/// the same).
+const ANCHOR_IOVA: u64 = SCRATCH_IOVA + 100 * PAGE;
+
+/// `iters` pairs of 4 KiB `ioas_map` + `ioas_unmap_deferred` on 32 distinct slots, waiting on
+/// the last completion of every 32 (and of the last, partial batch); returns the time taken.
+fn batched_pairs(f: &TwoDomains, iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut last: Option<UnmapCompletion> = None;
+    for i in 0..iters {
+        let slot = i % BATCH;
+        let (iova, target) = (SCRATCH_IOVA + slot * PAGE, SCRATCH_TARGET + slot * PAGE);
+        f.iommu
+            .ioas_map(f.ioas[0], Some(iova), target, PAGE, Prot::RW)
+            .expect("map");
+        let c = f
+            .iommu
+            .ioas_unmap_deferred(f.ioas[0], iova, PAGE)
+            .expect("unmap_deferred");
+        if slot == BATCH - 1 {
+            drop(last.take());
+            c.wait().expect("wait");
+        } else {
+            last = Some(c);
+        }
+    }
+    if let Some(c) = last {
+        c.wait().expect("wait");
+    }
+    start.elapsed()
+}
+
+fn map_unmap_batched(c: &mut Criterion) {
+    let f = fixture();
+    f.iommu
+        .ioas_map(
+            f.ioas[0],
+            Some(ANCHOR_IOVA),
+            SCRATCH_TARGET + 100 * PAGE,
+            PAGE,
+            Prot::RW,
+        )
+        .expect("anchor map");
+    let mut g = c.benchmark_group("map_unmap_batched");
+    for contended in [false, true] {
+        let label = if contended { "reader_beside" } else { "alone" };
+        let run = |g: &mut criterion::BenchmarkGroup<'_, _>| {
+            g.bench_function(BenchmarkId::new("deferred32_per_pair/4K", label), |b| {
+                b.iter_custom(|iters| batched_pairs(&f, iters))
+            });
+            g.bench_function(BenchmarkId::new("unbatched_pair/4K", label), |b| {
+                b.iter(|| {
+                    f.iommu
+                        .ioas_map(
+                            f.ioas[0],
+                            Some(SCRATCH_IOVA),
+                            SCRATCH_TARGET,
+                            PAGE,
+                            Prot::RW,
+                        )
+                        .expect("map");
+                    f.iommu
+                        .ioas_unmap(f.ioas[0], SCRATCH_IOVA, PAGE)
+                        .expect("unmap")
+                })
+            });
+        };
+        if contended {
+            with_reader(&f, || run(&mut g));
+        } else {
+            run(&mut g);
+        }
+    }
+    g.finish();
+}
+
+/// `Iommu`s one thread serves in `pin_many_iommus`: one more than the 8-way handle cache the
+/// previous read side kept per thread, which then re-registered a handle on every pin.
+const IOMMUS: usize = 9;
+
+fn pin_many_iommus(c: &mut Criterion) {
+    let fs: Vec<TwoDomains> = (0..IOMMUS)
+        .map(|_| TwoDomains::new(|d| [(IOVA_BASE, TARGETS[d], PAGE)]))
+        .collect();
+    let mut g = c.benchmark_group("pin_iommus");
+    g.bench_function("one", |b| b.iter(|| drop(black_box(fs[0].dev.pin()))));
+    let mut i = 0usize;
+    g.bench_function(format!("round_robin_{IOMMUS}"), |b| {
+        b.iter(|| {
+            i = (i + 1) % IOMMUS;
+            drop(black_box(fs[i].dev.pin()))
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = config(30).configure_from_args();
     replace(&mut c);
     map_unmap(&mut c);
+    map_unmap_batched(&mut c);
+    pin_many_iommus(&mut c);
     fences(&mut c);
     c.final_summary();
 }

@@ -60,20 +60,33 @@ fn radix_table() -> radix::Radix {
     r
 }
 
-/// The same mappings as a `RwLock<BTreeMap>` keyed by IOVA.
-fn btree_table() -> RwLock<BTreeMap<u64, (u64, u64)>> {
+/// The same mappings as a `RwLock<BTreeMap>` keyed by IOVA: `(target, len, permissions)`.
+fn btree_table() -> RwLock<BTreeMap<u64, (u64, u64, u64)>> {
     RwLock::new(
         mappings()
             .into_iter()
-            .map(|(iova, target, len)| (iova, (target, len)))
+            .map(|(iova, target, len)| (iova, (target, len, radix::READ | radix::WRITE)))
             .collect(),
     )
 }
 
-fn btree_lookup(t: &RwLock<BTreeMap<u64, (u64, u64)>>, iova: u64) -> Option<u64> {
+/// Translates `LEN` bytes at `iova` for reading, as the others do: every mapping the request
+/// touches must exist and allow the access (the suite's `rwlock-btree` does the same, under a
+/// second lock for its endpoint map); returns the target of `iova`.
+fn btree_lookup(t: &RwLock<BTreeMap<u64, (u64, u64, u64)>>, iova: u64) -> Option<u64> {
     let m = t.read().expect("poisoned");
-    let (&start, &(target, len)) = m.range(..=iova).next_back()?;
-    (iova - start < len).then_some(target + (iova - start))
+    let end = iova.checked_add(LEN)?;
+    let mut at = iova;
+    let mut first = None;
+    while at < end {
+        let (&start, &(target, len, perm)) = m.range(..=at).next_back()?;
+        if at - start >= len || perm & radix::READ == 0 {
+            return None;
+        }
+        first.get_or_insert(target + (at - start));
+        at = start + len;
+    }
+    first
 }
 
 /// Request IOVAs cycling through the 4 KiB pages.

@@ -1,10 +1,10 @@
-//! A counting global allocator: live bytes, peak bytes, and allocations per thread.
+//! A counting global allocator: live bytes, peak bytes, and allocations and frees per thread.
 //!
 //! It wraps `System` and keeps three numbers: the bytes currently allocated by the whole
 //! process, the highest value that reached since the last [`reset_peak`], and, per thread, how
-//! many allocations (and reallocations) that thread made. The first two show leaks (memory
-//! that does not come back after a million replace cycles); the third shows whether a
-//! translation allocates on its hot path.
+//! many allocations (and reallocations) and frees that thread made. The first two show leaks
+//! (memory that does not come back after a million replace cycles); the others show whether
+//! a translation allocates on its hot path, and whether a DMA thread ever frees (G13).
 //!
 //! The counters are plain relaxed atomics: they are statistics read after the threads that
 //! changed them were joined (the join orders everything), never synchronization.
@@ -22,6 +22,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// Allocations made by this thread. `const` initialization: no lazy allocation of its own.
     static THREAD_ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Frees made by this thread (a reallocation counts as an allocation only).
+    static THREAD_FREES: Cell<u64> = const { Cell::new(0) };
 }
 
 fn grew(bytes: usize) {
@@ -33,6 +35,12 @@ fn grew(bytes: usize) {
 
 fn shrank(bytes: usize) {
     LIVE.fetch_sub(bytes, Relaxed);
+}
+
+fn freed(bytes: usize) {
+    shrank(bytes);
+    // `try_with`: see `grew`.
+    let _ = THREAD_FREES.try_with(|c| c.set(c.get() + 1));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
@@ -60,7 +68,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` was allocated by this allocator (hence by `System`) with `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
+        freed(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -92,4 +100,9 @@ pub fn reset_peak() {
 /// Allocations made so far by the calling thread.
 pub fn thread_allocs() -> u64 {
     THREAD_ALLOCS.with(|c| c.get())
+}
+
+/// Frees made so far by the calling thread.
+pub fn thread_frees() -> u64 {
+    THREAD_FREES.with(|c| c.get())
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub measure: Duration,
     /// Measured time of each control-plane run (replace, unmap, map/unmap).
     pub control: Duration,
+    /// Measured time of each run of the 1 GiB scenarios (`dma-pause`, `replace-populate`),
+    /// whose writer cycles take milliseconds each.
+    pub long: Duration,
     /// Replace calls of the memory check.
     pub memory_replaces: u64,
     /// Map + unmap pairs of the memory check.
@@ -55,6 +58,7 @@ impl Config {
                 warmup: Duration::from_millis(150),
                 measure: Duration::from_millis(800),
                 control: Duration::from_millis(600),
+                long: Duration::from_secs(2),
                 memory_replaces: 100_000,
                 memory_maps: 20_000,
                 memory_cap: Duration::from_secs(3),
@@ -68,6 +72,7 @@ impl Config {
                 warmup: Duration::from_millis(500),
                 measure: Duration::from_secs(3),
                 control: Duration::from_secs(3),
+                long: Duration::from_secs(6),
                 memory_replaces: 1_000_000,
                 memory_maps: 200_000,
                 memory_cap: Duration::from_secs(120),

@@ -15,6 +15,7 @@
 mod alloc;
 mod args;
 mod baselines;
+mod clock;
 mod plot;
 mod report;
 mod scenarios;

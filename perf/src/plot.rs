@@ -99,8 +99,12 @@ fn percentile_plot(path: &Path, title: &str, series: &[(&str, &Dist)]) -> PlotRe
         .x_label_formatter(&nines_label)
         .y_label_formatter(&|y| fmt_ns(y.round() as u64))
         .draw()?;
-    for (name, d) in series {
-        let c = color(kind_index(name));
+    let distinct = series
+        .iter()
+        .any(|(n, _)| !Kind::ALL.iter().any(|k| k.name() == *n));
+    for (i, (name, d)) in series.iter().enumerate() {
+        // One colour an implementation; series of variants or calls get one each in turn.
+        let c = color(if distinct { i } else { kind_index(name) });
         let pts: Vec<(f64, f64)> = d
             .curve
             .iter()
@@ -216,6 +220,45 @@ pub fn write_all(dir: &Path, rs: &[CaseResult]) -> Result<Vec<PathBuf>, Box<dyn 
             &format!("{what} call latency with busy readers"),
             &series,
         )?;
+        files.push(p);
+    }
+    for (scenario, hists, what) in [
+        (
+            Scenario::DmaPause,
+            &["pin", "translate", "drop"][..],
+            "each DMA-thread call timed alone while 1 GiB domains go away",
+        ),
+        (
+            Scenario::ReplacePopulate,
+            &["replace"][..],
+            "replace of an unrelated group while 1 GiB is populated",
+        ),
+        (
+            Scenario::MapUnmapBatch,
+            &["pair"][..],
+            "time per 4K map+unmap pair, fences included, a reader beside",
+        ),
+    ] {
+        let named: Vec<(String, &Dist)> = rs
+            .iter()
+            .filter(|r| r.scenario == scenario.name())
+            .flat_map(|r| {
+                hists.iter().filter_map(move |h| {
+                    let label = if hists.len() > 1 {
+                        format!("{} {h}", r.baseline)
+                    } else {
+                        r.baseline.to_string()
+                    };
+                    r.latency.get(h).map(|d| (label, d))
+                })
+            })
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        let series: Vec<(&str, &Dist)> = named.iter().map(|(l, d)| (l.as_str(), *d)).collect();
+        let p = dir.join(format!("latency-{}.svg", scenario.name()));
+        percentile_plot(&p, &format!("{}: {what}", scenario.name()), &series)?;
         files.push(p);
     }
     Ok(files)

@@ -118,6 +118,12 @@ fn find(rs: &[CaseResult], scenario: Scenario, kind: Kind, readers: usize) -> Op
     })
 }
 
+/// The row of `scenario` named `label` (an implementation's name, or a variant's label).
+fn find_label<'a>(rs: &'a [CaseResult], scenario: Scenario, label: &str) -> Option<&'a CaseResult> {
+    rs.iter()
+        .find(|r| r.scenario == scenario.name() && r.baseline == label)
+}
+
 fn p999_block(r: &CaseResult) -> Option<u64> {
     r.latency.get("translate_block64").map(|d| d.p999)
 }
@@ -219,6 +225,7 @@ pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
             pass: Some(faults == 0 && wrong == 0),
         });
     }
+    read_side_targets(rs, max_readers, &mut out);
     match rs
         .iter()
         .find(|r| r.scenario == Scenario::Memory.name() && r.baseline == Kind::Viommu.name())
@@ -246,6 +253,206 @@ pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
         }),
     }
     out
+}
+
+/// The read-side targets (issue 7): translate-256, translate-idle at 2 readers, dma-pause,
+/// replace-populate and mapunmap-batch.
+fn read_side_targets(rs: &[CaseResult], max_readers: usize, out: &mut Vec<Target>) {
+    let small = |k| find(rs, Scenario::Translate256, k, 1);
+    match (small(Kind::Viommu), small(Kind::RwLockBTree), small(Kind::Unsync)) {
+        (Some(v), Some(b), Some(u)) => {
+            let x = v.mops / b.mops;
+            out.push(Target {
+                goal: "one-shot Device::translate, 256 pages, 1 reader: >= 1.5x rwlock-btree throughput",
+                measured: format!("{x:.2}x ({:.1} vs {:.1} Mops/s)", v.mops, b.mops),
+                pass: Some(x >= 1.5),
+            });
+            let slow = u.mops / v.mops;
+            out.push(Target {
+                goal: "(stretch) one-shot Device::translate, 256 pages: within 2x of unsync-radix",
+                measured: format!("{slow:.2}x slower ({:.1} vs {:.1} Mops/s)", v.mops, u.mops),
+                pass: Some(slow <= 2.0),
+            });
+            if let Some(g) = small(Kind::ViommuGuard) {
+                let slow = u.mops / g.mops;
+                out.push(Target {
+                    goal: "translate through a guard (one pin per 64), 256 pages: within 1.2x of unsync-radix",
+                    measured: format!("{slow:.2}x slower ({:.1} vs {:.1} Mops/s)", g.mops, u.mops),
+                    pass: Some(slow <= 1.2),
+                });
+            }
+        }
+        _ => out.push(Target {
+            goal: "one-shot translate >= 1.5x rwlock-btree; guard within 1.2x of unsync-radix (256 pages)",
+            measured: "not measured (needs translate-256)".into(),
+            pass: None,
+        }),
+    }
+    let two = 2.min(max_readers);
+    let idle = |k| find(rs, Scenario::TranslateIdle, k, two);
+    match (idle(Kind::Viommu), idle(Kind::RwLockBTree)) {
+        (Some(v), Some(b)) if two == 2 => {
+            let x = v.mops / b.mops;
+            out.push(Target {
+                goal:
+                    "2 readers, one-shot translate: >= 10x the two-lock rwlock-btree's throughput",
+                measured: format!(
+                    "{x:.2}x ({:.1} vs {:.1} Mops/s, translate-idle)",
+                    v.mops, b.mops
+                ),
+                pass: Some(x >= 10.0),
+            });
+        }
+        _ => out.push(Target {
+            goal: "2 readers, one-shot translate: >= 10x rwlock-btree",
+            measured: "not measured (needs translate-idle with --threads >= 2)".into(),
+            pass: None,
+        }),
+    }
+    match find_label(rs, Scenario::DmaPause, Kind::Viommu.name()) {
+        Some(v) => {
+            let worst = |r: &CaseResult, f: fn(&Dist) -> u64| {
+                ["pin", "translate", "drop"]
+                    .iter()
+                    .filter_map(|n| r.latency.get(n).map(f))
+                    .max()
+                    .unwrap_or(0)
+            };
+            let calls = |r: &CaseResult| {
+                ["pin", "translate", "drop"]
+                    .iter()
+                    .map(|n| dist_cell(r.latency.get(n), |d| d.max))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            let (max, p9999) = (worst(v, |d| d.max), worst(v, |d| d.p9999));
+            let dma = v.dma.as_ref();
+            let over = dma.map_or(0, |d| d.over_10us);
+            let quiet = dma.map_or(max, |d| d.max_unpreempted_ns);
+            let quiet_over = dma.map_or(over, |d| d.over_10us_unpreempted);
+            let mut measured = format!(
+                "not preempted: max {}, {quiet_over} calls >= 10us; all: max {} (pin/translate/drop {}), \
+                 p99.99 {}, {over} of {} iterations >= 10us",
+                fmt_ns(quiet),
+                fmt_ns(max),
+                calls(v),
+                fmt_ns(p9999),
+                v.reader_ops
+            );
+            if let Some(f) = find_label(rs, Scenario::DmaPause, Kind::Unsync.name()) {
+                let fd = f.dma.as_ref();
+                let _ = write!(
+                    measured,
+                    "; floor (unsync-radix, same writer): max {}, not preempted {}, {} >= 10us",
+                    fmt_ns(worst(f, |d| d.max)),
+                    fmt_ns(fd.map_or(0, |d| d.max_unpreempted_ns)),
+                    fd.map_or(0, |d| d.over_10us)
+                );
+            }
+            if let Some(b) = find_label(rs, Scenario::DmaPause, Kind::RwLockBTree.name()) {
+                let _ = write!(
+                    measured,
+                    "; rwlock-btree max {}",
+                    fmt_ns(worst(b, |d| d.max))
+                );
+            }
+            out.push(Target {
+                goal: "longest pause of pin/translate/drop while 1 GiB domains are replaced away and unmapped, \
+                       calls not preempted: < 10us",
+                measured,
+                pass: Some(quiet < 10_000),
+            });
+            if let Some(d) = &v.dma {
+                out.push(Target {
+                    goal: "nothing freed or allocated on the DMA thread (G13) during dma-pause",
+                    measured: format!(
+                        "{} frees, {} allocations in {} iterations across {} writer cycles",
+                        d.frees, d.allocs, d.iterations, v.writer_ops
+                    ),
+                    pass: Some(d.frees == 0 && d.allocs == 0),
+                });
+            }
+        }
+        None => out.push(Target {
+            goal: "longest DMA-thread pause while 1 GiB domains go away: < 10us",
+            measured: "not measured (needs dma-pause)".into(),
+            pass: None,
+        }),
+    }
+    match find_label(rs, Scenario::ReplacePopulate, Kind::Viommu.name())
+        .and_then(|r| r.latency.get("replace").map(|d| (r, d)))
+    {
+        Some((r, d)) => {
+            let alone = find_label(rs, Scenario::ReplacePopulate, "viommu-alone");
+            let mut measured = format!(
+                "p99 {} (p50 {}, max {})",
+                fmt_ns(d.p99),
+                fmt_ns(d.p50),
+                fmt_ns(d.max)
+            );
+            if let Some(a) = alone.and_then(|a| a.latency.get("replace")) {
+                let _ = write!(
+                    measured,
+                    "; alone: p50 {}, p99 {}",
+                    fmt_ns(a.p50),
+                    fmt_ns(a.p99)
+                );
+            }
+            if let Some(m) = r.latency.get("map") {
+                let _ = write!(measured, "; ioas_map on a third IOAS p99 {}", fmt_ns(m.p99));
+                if let Some(am) = alone.and_then(|a| a.latency.get("map")) {
+                    let _ = write!(measured, " (alone {})", fmt_ns(am.p99));
+                }
+            }
+            if let Some(p) = r.latency.get("populate") {
+                let _ = write!(
+                    measured,
+                    "; {} populates of 1 GiB, p50 {}",
+                    p.count,
+                    fmt_ns(p.p50)
+                );
+            }
+            out.push(Target {
+                goal: "an unrelated group's replace while another IOAS populates 1 GiB: p99 < 50us",
+                measured,
+                pass: Some(d.p99 < 50_000),
+            });
+        }
+        None => out.push(Target {
+            goal: "an unrelated group's replace while another IOAS populates 1 GiB: p99 < 50us",
+            measured: "not measured (needs replace-populate)".into(),
+            pass: None,
+        }),
+    }
+    let batch = |l| find_label(rs, Scenario::MapUnmapBatch, l);
+    match (batch("viommu-batch32"), batch(Kind::RwLockBTree.name())) {
+        (Some(v), Some(b)) if b.writer_ops_per_s > 0.0 => {
+            let x = v.writer_ops_per_s / b.writer_ops_per_s;
+            let mut measured = format!(
+                "{x:.2}x ({:.0} vs {:.0} pairs/s)",
+                v.writer_ops_per_s, b.writer_ops_per_s
+            );
+            for l in ["viommu-batch1", "viommu-unbatched", "viommu-batch32-cold"] {
+                if let Some(r) = batch(l) {
+                    let _ = write!(
+                        measured,
+                        "; {l} {:.2}x",
+                        r.writer_ops_per_s / b.writer_ops_per_s
+                    );
+                }
+            }
+            out.push(Target {
+                goal: "4K map+unmap pairs, fences batched by 32, a DMA reader beside: >= 0.5x rwlock-btree pairs/s",
+                measured,
+                pass: Some(x >= 0.5),
+            });
+        }
+        _ => out.push(Target {
+            goal: "4K map+unmap pairs batched by 32: >= 0.5x rwlock-btree pairs/s",
+            measured: "not measured (needs mapunmap-batch)".into(),
+            pass: None,
+        }),
+    }
 }
 
 /// A plain text table: a header row, right-aligned cells except the first two columns.
@@ -470,6 +677,153 @@ fn mapunmap_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
     Some(t.render(1))
 }
 
+fn batch_table(rs: &[CaseResult]) -> Option<String> {
+    let rows = table_rows(rs, Scenario::MapUnmapBatch)?;
+    let mut t = Table::new(&[
+        "baseline",
+        "pairs/s",
+        "vs btree",
+        "pair p50",
+        "pair p99",
+        "pair max",
+        "unmap p99",
+        "reader Mops/s",
+        "reader faults",
+        "errors",
+    ]);
+    let btree = find_label(rs, Scenario::MapUnmapBatch, Kind::RwLockBTree.name());
+    for r in rows {
+        let p = r.latency.get("pair");
+        t.row(
+            [
+                r.baseline.to_string(),
+                format!("{:.0}", r.writer_ops_per_s),
+                btree.map_or("-".into(), |b| {
+                    ratio(r.writer_ops_per_s / b.writer_ops_per_s)
+                }),
+            ]
+            .into_iter()
+            .chain([
+                dist_cell(p, |d| d.p50),
+                dist_cell(p, |d| d.p99),
+                dist_cell(p, |d| d.max),
+                dist_cell(r.latency.get("unmap"), |d| d.p99),
+                format!("{:.1}", r.mops_wall),
+                r.faults.to_string(),
+                r.writer_errors.to_string(),
+            ]),
+        );
+    }
+    Some(t.render(1))
+}
+
+fn pause_table(rs: &[CaseResult]) -> Option<String> {
+    let rows = table_rows(rs, Scenario::DmaPause)?;
+    let mut t = Table::new(&[
+        "baseline",
+        "iterations",
+        "cycles",
+        "pin p99.99",
+        "pin max",
+        "xlate p99.99",
+        "xlate max",
+        "drop p99.99",
+        "drop max",
+        ">=10us",
+        "not preempted",
+        "max not preempted",
+        "frees",
+        "allocs",
+        "preempted",
+        "faults",
+    ]);
+    for r in rows {
+        let mut cells = vec![
+            r.baseline.to_string(),
+            r.reader_ops.to_string(),
+            r.writer_ops.to_string(),
+        ];
+        for n in ["pin", "translate", "drop"] {
+            let d = r.latency.get(n);
+            cells.push(dist_cell(d, |d| d.p9999));
+            cells.push(dist_cell(d, |d| d.max));
+        }
+        let dma = r.dma.as_ref();
+        cells.push(dma.map_or("-".into(), |d| d.over_10us.to_string()));
+        cells.push(dma.map_or("-".into(), |d| d.over_10us_unpreempted.to_string()));
+        cells.push(dma.map_or("-".into(), |d| fmt_ns(d.max_unpreempted_ns)));
+        cells.push(dma.map_or("-".into(), |d| d.frees.to_string()));
+        cells.push(dma.map_or("-".into(), |d| d.allocs.to_string()));
+        cells.push(
+            dma.and_then(|d| d.preempted)
+                .map_or("-".into(), |p| p.to_string()),
+        );
+        cells.push(r.faults.to_string());
+        t.row(cells);
+    }
+    Some(t.render(1))
+}
+
+fn pause_writer_table(rs: &[CaseResult]) -> Option<String> {
+    let rows = table_rows(rs, Scenario::DmaPause)?;
+    let mut t = Table::new(&[
+        "writer of",
+        "cycles",
+        "replace p50",
+        "replace max",
+        "unmap 1G p50",
+        "unmap 1G max",
+        "map 1G p50",
+        "map 1G max",
+    ]);
+    for r in rows {
+        let mut cells = vec![r.baseline.to_string(), r.writer_ops.to_string()];
+        for n in ["replace", "unmap", "map"] {
+            let d = r.latency.get(n);
+            cells.push(dist_cell(d, |d| d.p50));
+            cells.push(dist_cell(d, |d| d.max));
+        }
+        t.row(cells);
+    }
+    Some(t.render(1))
+}
+
+fn populate_table(rs: &[CaseResult]) -> Option<String> {
+    let rows = table_rows(rs, Scenario::ReplacePopulate)?;
+    let mut t = Table::new(&[
+        "baseline",
+        "replaces",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "map p50",
+        "map p99",
+        "map max",
+        "unmap p99",
+        "populates",
+        "populate p50",
+    ]);
+    for r in rows {
+        let m = r.latency.get("map");
+        let p = r.latency.get("populate");
+        t.row(
+            [r.baseline.to_string(), r.writer_ops.to_string()]
+                .into_iter()
+                .chain(tail_cells(r.latency.get("replace"), 4))
+                .chain([
+                    dist_cell(m, |d| d.p50),
+                    dist_cell(m, |d| d.p99),
+                    dist_cell(m, |d| d.max),
+                    dist_cell(r.latency.get("unmap"), |d| d.p99),
+                    p.map_or("0".into(), |d| d.count.to_string()),
+                    dist_cell(p, |d| d.p50),
+                ]),
+        );
+    }
+    Some(t.render(1))
+}
+
 fn memory_table(rs: &[CaseResult]) -> Option<String> {
     let rows: Vec<&CaseResult> = rs
         .iter()
@@ -531,6 +885,7 @@ pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
     }
     for scenario in [
         Scenario::TranslateIdle,
+        Scenario::Translate256,
         Scenario::TranslateReplace,
         Scenario::TranslateMapUnmap,
     ] {
@@ -560,6 +915,47 @@ pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
         if let Some(t) = mapunmap_table(rs, scenario) {
             let _ = writeln!(s, "\n== {}: {}\n{t}", scenario.name(), scenario.describe());
         }
+    }
+    if let Some(t) = batch_table(rs) {
+        let _ = writeln!(
+            s,
+            "\n== {}: {}\n{t}pair: time per map+unmap pair, fence waits included (a batch's time / its pairs).\n\
+             reader Mops/s: the DMA reader's one-shot translations beside the writer (wall clock).",
+            Scenario::MapUnmapBatch.name(),
+            Scenario::MapUnmapBatch.describe()
+        );
+    }
+    if let Some(t) = pause_table(rs) {
+        let clock = rs
+            .iter()
+            .find_map(|r| r.dma.as_ref())
+            .map_or(String::new(), |d| {
+                format!("{} clock, ~{}ns a reading pair", d.clock, d.clock_ns)
+            });
+        let _ = writeln!(
+            s,
+            "\n== {}: {}\n{t}each call timed alone ({clock}); >=10us: iterations with a call that long; not preempted: those\n\
+             during which the thread's involuntary switch count did not rise, and the longest such call;\n\
+             frees/allocs: heap calls the DMA thread made; preempted: its involuntary context switches.\n\
+             unsync-radix is the floor: no pin or drop, a plain walk, the same viommu writer beside.",
+            Scenario::DmaPause.name(),
+            Scenario::DmaPause.describe()
+        );
+        if let Some(w) = pause_writer_table(rs) {
+            let _ = writeln!(
+                s,
+                "\nthe writers beside the DMA thread (1 GiB in 4 KiB pages):\n{w}"
+            );
+        }
+    }
+    if let Some(t) = populate_table(rs) {
+        let _ = writeln!(
+            s,
+            "\n== {}: {}\n{t}p50..max: device_replace of group 0 (two small user HWPTs), one per 10us;\n\
+             map/unmap: one 4 KiB page on a third IOAS; populates: hwpt_alloc calls on the 1 GiB IOAS beside.",
+            Scenario::ReplacePopulate.name(),
+            Scenario::ReplacePopulate.describe()
+        );
     }
     if let Some(t) = memory_table(rs) {
         let _ = writeln!(
@@ -594,6 +990,11 @@ pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
         }
     }
     let _ = writeln!(s, "\n== targets");
+    let _ = writeln!(
+        s,
+        "  (per-call criterion numbers for the 256-page targets: \
+         cargo bench --bench translate -- 'one_shot|guard_translate/hit_4k')"
+    );
     for t in targets {
         let verdict = match t.pass {
             Some(true) => "PASS",

@@ -137,6 +137,27 @@ pub trait Translator: Send + Sync + 'static {
     /// fence (if it has one) says no reader can still use the old translation.
     fn unmap(&self, dom: DomainIdx, iova: u64, len: u64) -> Result<(), OpError>;
 
+    /// Maps and unmaps each `(iova, target)` of `slots` in turn, `len` bytes each, in domain
+    /// `dom`, and returns once every unmap's fence has completed. viommu unmaps with
+    /// `ioas_unmap_deferred` and waits on the last completion only (one grace period for the
+    /// batch), as a front end completing a queue of UNMAP requests does; the others map and
+    /// unmap each pair in turn, which is all they can do.
+    ///
+    /// Returns how many earlier unmaps of the batch were not complete once the last one was
+    /// (0 unless batching is broken).
+    fn map_unmap_batch(
+        &self,
+        dom: DomainIdx,
+        slots: &[(u64, u64)],
+        len: u64,
+    ) -> Result<u64, OpError> {
+        for &(iova, target) in slots {
+            self.map(dom, iova, target, len)?;
+            self.unmap(dom, iova, len)?;
+        }
+        Ok(0)
+    }
+
     /// Frees whatever the implementation retired but has not freed yet (viommu:
     /// `Iommu::synchronize`), so a memory measurement sees only live state.
     fn quiesce(&self) {}
@@ -308,6 +329,15 @@ mod tests {
                 "{name}"
             );
         }
+        let slots: Vec<(u64, u64)> = (0..3)
+            .map(|i| (SCRATCH_IOVA + i * PAGE, SCRATCH_TARGET + i * PAGE))
+            .collect();
+        assert_eq!(t.map_unmap_batch(0, &slots, PAGE).unwrap(), 0, "{name}");
+        assert_eq!(
+            t.translate(SCRATCH_IOVA + PAGE, 8, Access::Read),
+            Err(FaultKind::Unmapped),
+            "{name}"
+        );
         t.quiesce();
     }
 

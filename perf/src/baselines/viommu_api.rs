@@ -146,6 +146,38 @@ impl Translator for ViommuTranslator {
             .map_err(|e| failed("ioas_unmap", e))
     }
 
+    fn map_unmap_batch(
+        &self,
+        dom: DomainIdx,
+        slots: &[(u64, u64)],
+        len: u64,
+    ) -> Result<u64, OpError> {
+        let ioas = self.ioas[dom];
+        let mut first = None;
+        let mut last = None;
+        for &(iova, target) in slots {
+            self.map(dom, iova, target, len)?;
+            let c = self
+                .iommu
+                .ioas_unmap_deferred(ioas, iova, len)
+                .map_err(|e| failed("ioas_unmap_deferred", e))?;
+            // Keep the first to check that the last one's wait settled it; drop the others.
+            if first.is_none() {
+                first = Some(c);
+            } else {
+                last = Some(c);
+            }
+        }
+        let (wait, check) = match last {
+            Some(l) => (Some(l), first),
+            None => (first, None),
+        };
+        if let Some(c) = wait {
+            c.wait().map_err(|e| failed("UnmapCompletion::wait", e))?;
+        }
+        Ok(u64::from(check.is_some_and(|c| !c.is_complete())))
+    }
+
     fn quiesce(&self) {
         self.iommu.synchronize().expect("synchronize");
     }

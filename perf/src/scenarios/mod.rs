@@ -5,8 +5,11 @@
 //! at the largest reader count, for instance, or the unsynchronized table, which cannot have
 //! a writer, under any storm) run once and are reported under each scenario that asked.
 
+pub mod batch;
 pub mod control;
 pub mod memory;
+pub mod pause;
+pub mod populate;
 pub mod readers;
 
 use crate::args::Config;
@@ -16,6 +19,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+/// Pages a domain of `translate-256` maps: as many as the criterion benches' `one_shot` group.
+pub const TRANSLATE_256_PAGES: u64 = 256;
+
 /// One pacing period of every storm: one replace, or one map + unmap pair, per 10 µs.
 pub const STORM_PERIOD: Duration = Duration::from_micros(10);
 
@@ -24,6 +30,8 @@ pub const STORM_PERIOD: Duration = Duration::from_micros(10);
 pub enum Scenario {
     /// Translation latency and throughput, 1..N readers, no writer.
     TranslateIdle,
+    /// One reader, no writer, 256 mapped pages: the criterion benches' set-up.
+    Translate256,
     /// The same under a replace storm.
     TranslateReplace,
     /// The same under a map/unmap storm.
@@ -36,20 +44,32 @@ pub enum Scenario {
     MapUnmap4k,
     /// The same with 2 MiB pages.
     MapUnmap2m,
+    /// 4 KiB map + unmap pairs with unmap fences batched, a DMA reader beside.
+    MapUnmapBatch,
+    /// The longest pause of pin, translate and drop while 1 GiB domains are replaced away
+    /// and unmapped.
+    DmaPause,
+    /// An unrelated group's replace (and a map on a third IOAS) while a 1 GiB domain is
+    /// populated.
+    ReplacePopulate,
     /// Live heap after many replace cycles and map/unmap cycles.
     Memory,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::TranslateIdle,
+        Scenario::Translate256,
         Scenario::TranslateReplace,
         Scenario::TranslateMapUnmap,
         Scenario::Replace,
         Scenario::Unmap,
         Scenario::MapUnmap4k,
         Scenario::MapUnmap2m,
+        Scenario::MapUnmapBatch,
+        Scenario::DmaPause,
+        Scenario::ReplacePopulate,
         Scenario::Memory,
     ];
 
@@ -57,12 +77,16 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::TranslateIdle => "translate-idle",
+            Scenario::Translate256 => "translate-256",
             Scenario::TranslateReplace => "translate-replace",
             Scenario::TranslateMapUnmap => "translate-mapunmap",
             Scenario::Replace => "replace",
             Scenario::Unmap => "unmap",
             Scenario::MapUnmap4k => "mapunmap-4k",
             Scenario::MapUnmap2m => "mapunmap-2m",
+            Scenario::MapUnmapBatch => "mapunmap-batch",
+            Scenario::DmaPause => "dma-pause",
+            Scenario::ReplacePopulate => "replace-populate",
             Scenario::Memory => "memory",
         }
     }
@@ -81,6 +105,9 @@ impl Scenario {
     pub fn describe(self) -> &'static str {
         match self {
             Scenario::TranslateIdle => "translate latency/throughput, 1..N readers, no writer",
+            Scenario::Translate256 => {
+                "translate, 1 reader, 256 mapped pages (the criterion set-up)"
+            }
             Scenario::TranslateReplace => "translate latency/throughput under a replace every 10us",
             Scenario::TranslateMapUnmap => {
                 "translate latency/throughput under a 4K map+unmap every 10us"
@@ -89,6 +116,11 @@ impl Scenario {
             Scenario::Unmap => "unmap latency incl. the fence, N busy readers",
             Scenario::MapUnmap4k => "map+unmap throughput and latency, 4 KiB, no readers",
             Scenario::MapUnmap2m => "map+unmap throughput and latency, 2 MiB, no readers",
+            Scenario::MapUnmapBatch => {
+                "4K map+unmap pairs, unmap fences batched by 32 / 1 / none, 1 DMA reader"
+            }
+            Scenario::DmaPause => "longest pin/translate/drop pause while 1 GiB domains go away",
+            Scenario::ReplacePopulate => "replace + map latency while another IOAS populates 1 GiB",
             Scenario::Memory => "live heap after N replace cycles and map/unmap cycles",
         }
     }
@@ -100,6 +132,17 @@ impl Scenario {
     pub fn kinds(self) -> Vec<Kind> {
         use Kind::*;
         let left_out: &[Kind] = match self {
+            Scenario::Translate256 => &[DetachAttach, Iotlb, MutexRadix],
+            Scenario::MapUnmapBatch => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Unsync],
+            Scenario::ReplacePopulate => &[
+                ViommuGuard,
+                DetachAttach,
+                RwLockBTree,
+                Iotlb,
+                MutexRadix,
+                Unsync,
+            ],
+            Scenario::DmaPause => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix],
             Scenario::TranslateIdle | Scenario::TranslateMapUnmap => &[DetachAttach],
             Scenario::TranslateReplace => &[],
             Scenario::Replace => &[Unsync],
@@ -111,6 +154,70 @@ impl Scenario {
             .into_iter()
             .filter(|k| !left_out.contains(k))
             .collect()
+    }
+
+    /// The rows of this scenario: each implementation of [`Scenario::kinds`], and for the
+    /// scenarios that compare several ways of driving viommu, one row per way.
+    pub fn rows(self) -> Vec<(Kind, Variant)> {
+        let mut rows = Vec::new();
+        for kind in self.kinds() {
+            match (self, kind) {
+                (Scenario::MapUnmapBatch, Kind::Viommu) => rows.extend(
+                    [
+                        Variant::Batch32,
+                        Variant::Batch1,
+                        Variant::Unbatched,
+                        Variant::Batch32Cold,
+                    ]
+                    .map(|v| (kind, v)),
+                ),
+                (Scenario::ReplacePopulate, Kind::Viommu) => {
+                    rows.extend([Variant::Plain, Variant::Alone].map(|v| (kind, v)))
+                }
+                _ => rows.push((kind, Variant::Plain)),
+            }
+        }
+        rows
+    }
+}
+
+/// How a case drives its implementation, where a scenario compares several ways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// The scenario's one way.
+    Plain,
+    /// Unmaps with `ioas_unmap_deferred`, waiting on the last completion of every 32.
+    Batch32,
+    /// The same, waiting on every completion (a batch of 1).
+    Batch1,
+    /// `Batch32` without the anchor page that keeps the scratch page tables alive.
+    Batch32Cold,
+    /// Unmaps with `ioas_unmap`: one fence per unmap.
+    Unbatched,
+    /// Nothing runs beside the measured calls: the reference of a contended row.
+    Alone,
+}
+
+impl Variant {
+    /// The row's name: the implementation's, with the variant's suffix.
+    pub fn label(self, kind: Kind) -> &'static str {
+        match (kind, self) {
+            (Kind::Viommu, Variant::Batch32) => "viommu-batch32",
+            (Kind::Viommu, Variant::Batch1) => "viommu-batch1",
+            (Kind::Viommu, Variant::Batch32Cold) => "viommu-batch32-cold",
+            (Kind::Viommu, Variant::Unbatched) => "viommu-unbatched",
+            (Kind::Viommu, Variant::Alone) => "viommu-alone",
+            _ => kind.name(),
+        }
+    }
+
+    /// Unmaps batched per fence wait (`None`: a fence per unmap, `ioas_unmap`).
+    pub fn batch(self) -> Option<usize> {
+        match self {
+            Variant::Batch32 | Variant::Batch32Cold => Some(32),
+            Variant::Batch1 => Some(1),
+            _ => None,
+        }
     }
 }
 
@@ -135,6 +242,8 @@ pub struct Case {
     pub kind: Kind,
     /// Reader threads (0 for control-only scenarios).
     pub readers: usize,
+    /// How the implementation is driven (`Plain` but for the scenarios that compare ways).
+    pub variant: Variant,
 }
 
 impl Case {
@@ -192,6 +301,30 @@ impl MemoryResult {
     }
 }
 
+/// What the DMA thread of `dma-pause` did besides its timed calls.
+#[derive(Clone, Debug, Serialize)]
+pub struct DmaThread {
+    /// pin + translate + drop iterations in the measured window.
+    pub iterations: u64,
+    /// Iterations in which one of the three calls took 10 µs or more.
+    pub over_10us: u64,
+    /// Those of them during which the thread was not preempted (its involuntary context
+    /// switch count had not risen since the previous check).
+    pub over_10us_unpreempted: u64,
+    /// The longest call in nanoseconds, leaving out the calls attributed to preemption.
+    pub max_unpreempted_ns: u64,
+    /// Heap frees the DMA thread made in the measured window (G13: 0 for viommu).
+    pub frees: u64,
+    /// Heap allocations it made.
+    pub allocs: u64,
+    /// Times the kernel preempted it (`nonvoluntary_ctxt_switches`; `None` off Linux).
+    pub preempted: Option<u64>,
+    /// Median cost of two back-to-back reads of the fast clock, in nanoseconds.
+    pub clock_ns: u64,
+    /// Which clock: `tsc` or `instant`.
+    pub clock: &'static str,
+}
+
 /// Everything one case measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseResult {
@@ -232,6 +365,8 @@ pub struct CaseResult {
     pub latency: BTreeMap<&'static str, Dist>,
     /// Memory figures (the `memory` scenario).
     pub memory: Option<MemoryResult>,
+    /// Facts about the DMA thread (the `dma-pause` scenario).
+    pub dma: Option<DmaThread>,
     /// Remarks (reused measurement, missing writer, capped cycles).
     pub note: Option<String>,
 }
@@ -241,7 +376,7 @@ impl CaseResult {
     pub fn new(case: &Case, storm: Storm) -> CaseResult {
         CaseResult {
             scenario: case.scenario.name(),
-            baseline: case.kind.name(),
+            baseline: case.variant.label(case.kind),
             readers: case.readers,
             storm,
             seconds: 0.0,
@@ -257,6 +392,7 @@ impl CaseResult {
             first_writer_error: None,
             latency: BTreeMap::new(),
             memory: None,
+            dma: None,
             note: None,
         }
     }
@@ -283,6 +419,22 @@ impl CaseResult {
         }
         if self.writer_errors > 0 {
             s += &format!("  writer errors={}", self.writer_errors);
+        }
+        if let Some(d) = &self.dma {
+            let max = ["pin", "translate", "drop"]
+                .iter()
+                .filter_map(|n| self.latency.get(n).map(|x| x.max))
+                .max()
+                .unwrap_or(0);
+            s += &format!(
+                "  longest call {}  >=10us {}  frees {}",
+                fmt_ns(max),
+                d.over_10us,
+                d.frees
+            );
+        }
+        if self.writer_ops_per_s > 0.0 && self.latency.contains_key("pair") {
+            s += &format!("  {:.0} pairs/s", self.writer_ops_per_s);
         }
         if let Some(m) = &self.memory {
             s += &format!(
@@ -313,14 +465,19 @@ pub fn plan(cfg: &Config) -> Vec<Case> {
                 reader_counts(cfg.max_threads)
             }
             Scenario::Replace | Scenario::Unmap => vec![cfg.max_threads],
-            Scenario::MapUnmap4k | Scenario::MapUnmap2m | Scenario::Memory => vec![0],
+            Scenario::Translate256 | Scenario::MapUnmapBatch | Scenario::DmaPause => vec![1],
+            Scenario::MapUnmap4k
+            | Scenario::MapUnmap2m
+            | Scenario::ReplacePopulate
+            | Scenario::Memory => vec![0],
         };
         for &n in &readers {
-            for kind in scenario.kinds() {
+            for (kind, variant) in scenario.rows() {
                 cases.push(Case {
                     scenario,
                     kind,
                     readers: n,
+                    variant,
                 });
             }
         }
@@ -392,6 +549,23 @@ fn run_case(cfg: &Config, layout: &Layout, case: &Case) -> CaseResult {
         Scenario::Memory => {
             with_translator!(case.kind, layout, |t| memory::run(&t, cfg, case))
         }
+        Scenario::Translate256 => {
+            let small = Layout {
+                pages: TRANSLATE_256_PAGES,
+            };
+            with_translator!(case.kind, &small, |t| readers::run(
+                &t,
+                cfg,
+                &small,
+                case,
+                Storm::None
+            ))
+        }
+        Scenario::MapUnmapBatch => {
+            with_translator!(case.kind, layout, |t| batch::run(&t, cfg, layout, case))
+        }
+        Scenario::DmaPause => pause::run(cfg, case),
+        Scenario::ReplacePopulate => populate::run(cfg, case),
     }
 }
 
@@ -415,11 +589,29 @@ mod tests {
     }
 
     #[test]
+    fn variant_rows_have_distinct_labels() {
+        for s in Scenario::ALL {
+            let labels: Vec<&str> = s.rows().iter().map(|&(k, v)| v.label(k)).collect();
+            let mut unique = labels.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), labels.len(), "{}: {labels:?}", s.name());
+        }
+        let batch: Vec<&str> = Scenario::MapUnmapBatch
+            .rows()
+            .iter()
+            .map(|&(k, v)| v.label(k))
+            .collect();
+        assert!(batch.contains(&"viommu-batch32") && batch.contains(&"rwlock-btree"));
+    }
+
+    #[test]
     fn storms_dedupe() {
         let a = Case {
             scenario: Scenario::TranslateReplace,
             kind: Kind::Viommu,
             readers: 2,
+            variant: Variant::Plain,
         };
         let b = Case {
             scenario: Scenario::Replace,

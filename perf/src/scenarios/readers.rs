@@ -205,6 +205,14 @@ fn writer<T: Translator>(
     w
 }
 
+/// True for the scenarios whose readers run beside a writer.
+fn storm_asked(scenario: super::Scenario) -> bool {
+    !matches!(
+        scenario,
+        super::Scenario::TranslateIdle | super::Scenario::Translate256
+    )
+}
+
 /// Runs `case` with `storm` beside the readers.
 pub fn run<T: Translator>(
     t: &Arc<T>,
@@ -214,7 +222,7 @@ pub fn run<T: Translator>(
     storm: Storm,
 ) -> CaseResult {
     let mut res = CaseResult::new(case, storm);
-    if !case.kind.has_writer() && case.scenario != super::Scenario::TranslateIdle {
+    if !case.kind.has_writer() && storm_asked(case.scenario) {
         res.note = Some("no writer possible: measured idle, as the reference".into());
     }
     let pool = rayon::ThreadPoolBuilder::new()
