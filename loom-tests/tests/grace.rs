@@ -27,6 +27,20 @@ fn dma(memory: &UnsafeCell<u64>, fenced: &AtomicBool) {
     );
 }
 
+/// The writer's side of the unmap models: unmap the page, raise the flag, reuse the page (no
+/// DMA may still be in flight to it).
+fn unmap_then_reuse(
+    iommu: &Iommu,
+    ioas: viommu::ObjId,
+    memory: &UnsafeCell<u64>,
+    fenced: &AtomicBool,
+) {
+    assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
+    fenced.store(true, Ordering::Release);
+    // SAFETY: a write; loom checks it against the reader's DMA.
+    memory.with_mut(|p| unsafe { *p = REUSED_DATA });
+}
+
 /// G5 and G12 with overlapping guards: the reader pins `a`, translates, pins `b` while `a`
 /// lives, drops `a`, and translates through `b`. Each guard's epoch is its own: the fence must
 /// wait for whichever of them might have translated into the page (and may skip a guard made
@@ -58,10 +72,7 @@ fn overlapping_guards_vs_unmap() {
                 drop(b);
             })
         };
-        assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
-        fenced.store(true, Ordering::Release);
-        // SAFETY: a write; loom checks it against the reader's DMA.
-        memory.with_mut(|p| unsafe { *p = REUSED_DATA });
+        unmap_then_reuse(&iommu, ioas, &memory, &fenced);
         reader.join().unwrap();
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
@@ -170,10 +181,7 @@ fn first_pin_vs_unmap() {
                 }
             })
         };
-        assert_eq!(iommu.ioas_unmap(ioas, IOVA, PAGE).unwrap(), PAGE);
-        fenced.store(true, Ordering::Release);
-        // SAFETY: a write; loom checks it against the reader's DMA.
-        memory.with_mut(|p| unsafe { *p = REUSED_DATA });
+        unmap_then_reuse(&iommu, ioas, &memory, &fenced);
         reader.join().unwrap();
         iommu.device_detach(dev_id).unwrap();
         assert_nothing_live(&iommu);
