@@ -14,7 +14,8 @@ use crate::group::GroupShared;
 use crate::pagetable::PageTable;
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::translation::Translation;
-use crate::types::{Access, Fault, FaultKind, GroupId, ObjId};
+use crate::translation::{Fault, FaultKind};
+use crate::types::{Access, GroupId, ObjId};
 use std::fmt;
 use std::marker::PhantomData;
 

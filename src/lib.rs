@@ -146,8 +146,5 @@ pub struct ReadmeDoctests;
 pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
 pub use iommu::{Iommu, Stats, UnmapCompletion};
-pub use translation::{Translation, INLINE_CHUNKS};
-pub use types::{
-    Access, Chunk, DeviceInfo, Fault, FaultKind, GroupId, HwptFlags, ObjId, ObjKind, Prot,
-    PAGE_SIZE,
-};
+pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
+pub use types::{Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, PAGE_SIZE};

@@ -160,57 +160,6 @@ impl Access {
     }
 }
 
-/// One contiguous piece of a translation: `len` bytes at `iova` go to `target ..`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Chunk {
-    /// First IOVA of the piece.
-    pub iova: u64,
-    /// Where that IOVA lands (a guest-physical or host address: whatever the mapping named).
-    pub target: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-/// Why a translation failed, and where.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Fault {
-    /// The first IOVA of the request that could not be translated.
-    pub iova: u64,
-    /// The reason.
-    pub kind: FaultKind,
-}
-
-/// The reason of a [`Fault`].
-///
-/// Non-exhaustive: kinds will be added (PASID and nested stage-1 faults), so a `match` on it
-/// needs a wildcard arm.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[non_exhaustive]
-pub enum FaultKind {
-    /// Nothing is mapped at the IOVA.
-    Unmapped,
-    /// Mapped, but not with the permission the access needs.
-    Permission,
-    /// The device is on the blocked domain (not attached, or detached).
-    Blocked,
-    /// The IOVA (or the end of the request) lies outside the device's or domain's aperture.
-    Aperture,
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match self.kind {
-            FaultKind::Unmapped => "nothing is mapped there",
-            FaultKind::Permission => "the mapping does not allow this access",
-            FaultKind::Blocked => "the device is on the blocked domain",
-            FaultKind::Aperture => "the address is outside the aperture",
-        };
-        write!(f, "DMA fault at IOVA {:#x}: {why}", self.iova)
-    }
-}
-
-impl std::error::Error for Fault {}
-
 /// The kind of an object behind an [`ObjId`], as errors report it.
 ///
 /// Non-exhaustive: kinds will be added (nested HWPTs, PASID attachments), so a `match` on it

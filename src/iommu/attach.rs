@@ -49,9 +49,11 @@ impl Iommu {
         released: &mut Released,
     ) {
         let generation = self.shared.grace.next_generation();
-        let g = objects.group_mut(group);
-        released.domains.push(g.shared.publish(domain, generation));
-        g.hwpt = hwpt;
+        let group = objects.group_mut(group);
+        released
+            .domains
+            .push(group.shared.publish(domain, generation));
+        group.hwpt = hwpt;
     }
 
     /// Runs a planning loop: `step` plans (and commits, when it can) under the table lock;
@@ -74,10 +76,10 @@ impl Iommu {
                     if let Some(p) = pending.take() {
                         self.discard(p);
                     }
-                    let check = |st: &crate::ioas::IoasState| {
+                    let check = |state: &crate::ioas::IoasState| {
                         for m in &members {
-                            st.check_fits(m, pt)?;
-                            st.check_reserved(m)?;
+                            state.check_fits(m, pt)?;
+                            state.check_reserved(m)?;
                         }
                         Ok(())
                     };
@@ -175,11 +177,11 @@ impl Iommu {
     ) -> Result<Step> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
-        let d = objects.device(dev)?;
-        if let Some(hwpt) = d.hwpt {
+        let device = objects.device(dev)?;
+        if let Some(hwpt) = device.hwpt {
             return Err(Error::AlreadyAttached { dev, hwpt });
         }
-        let (gid, bits, limits) = (d.group, d.iova_bits, d.limits(dev));
+        let (gid, bits, limits) = (device.group, device.iova_bits, device.limits(dev));
         let group_hwpt = objects.groups[&gid].hwpt;
         let dest = match (objects.get(pt)?, group_hwpt) {
             // A device joins its group's auto HWPT on that IOAS, whatever its shape.
@@ -217,30 +219,30 @@ impl Iommu {
                 i.clone()
             }
         };
-        let mut st = lock(&ioas.state);
-        st.check_fits(&limits, pt)?;
-        st.check_reserved(&limits)?;
+        let mut state = lock(&ioas.state);
+        state.check_fits(&limits, pt)?;
+        state.check_reserved(&limits)?;
         // Commit: nothing below can fail.
         let hwpt = match dest {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut st, p, true)
+                Self::commit_hwpt(objects, &mut state, p, true)
             }
         };
-        st.add_device(&limits);
-        drop(st);
-        let h = objects.hwpt_mut(hwpt);
-        h.users += 1;
-        let domain = h.domain.clone();
+        state.add_device(&limits);
+        drop(state);
+        let target = objects.hwpt_mut(hwpt);
+        target.users += 1;
+        let domain = target.domain.clone();
         if objects.groups[&gid].hwpt.is_none() {
             self.publish(objects, gid, Some(hwpt), domain, released);
         }
-        let d = objects.device_mut(dev);
-        d.hwpt = Some(hwpt);
+        let device = objects.device_mut(dev);
+        device.hwpt = Some(hwpt);
         // ORDERING: Release pairs with the Acquire load in `Device::pin`: the group's domain
         // (published above) is visible to a reader that sees the device attached.
-        d.shared.attached.store(true, Ordering::Release);
+        device.shared.attached.store(true, Ordering::Release);
         Ok(Step::Done(hwpt))
     }
 
@@ -261,11 +263,11 @@ impl Iommu {
     ) -> Result<Step> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
-        let d = objects.device(dev)?;
-        let Some(old) = d.hwpt else {
+        let device = objects.device(dev)?;
+        let Some(old) = device.hwpt else {
             return Err(Error::NotAttached { dev });
         };
-        let gid = d.group;
+        let gid = device.group;
         let members: Vec<DeviceLimits> = objects.groups[&gid]
             .devices
             .iter()
@@ -307,13 +309,13 @@ impl Iommu {
             }
         };
         let same_ioas = old_ioas.id == new_ioas.id;
-        let (mut st_new, mut st_old) = lock_two(&new_ioas, &old_ioas);
+        let (mut new_state, mut old_state) = lock_two(&new_ioas, &old_ioas);
         if !same_ioas {
             // The group's devices must fit the new IOAS, and their reserved ranges must be
             // free there (they are enforced before the publish, G7).
             for m in &members {
-                st_new.check_fits(m, pt)?;
-                st_new.check_reserved(m)?;
+                new_state.check_fits(m, pt)?;
+                new_state.check_reserved(m)?;
             }
         }
         // Commit: nothing below can fail.
@@ -321,21 +323,21 @@ impl Iommu {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut st_new, p, true)
+                Self::commit_hwpt(objects, &mut new_state, p, true)
             }
         };
         if !same_ioas {
             for m in &members {
-                st_new.add_device(m);
+                new_state.add_device(m);
             }
         }
         let domain = objects.hwpt(new).domain.clone();
         // The publish: one store switches every device of the group (G3).
         self.publish(objects, gid, Some(new), domain, released);
         // Reserved ranges leave the old IOAS only after the switch (G7).
-        if let Some(st_old) = st_old.as_mut() {
+        if let Some(old_state) = old_state.as_mut() {
             for m in &members {
-                st_old.remove_device(m.dev);
+                old_state.remove_device(m.dev);
             }
         }
         for m in &members {
@@ -343,11 +345,11 @@ impl Iommu {
         }
         let n = members.len();
         objects.hwpt_mut(new).users += n;
-        let o = objects.hwpt_mut(old);
-        o.users -= n;
-        if o.auto && o.users == 0 {
-            let st = st_old.as_deref_mut().unwrap_or(&mut st_new);
-            objects.free_auto_hwpt(old, st, released);
+        let old_hwpt = objects.hwpt_mut(old);
+        old_hwpt.users -= n;
+        if old_hwpt.auto && old_hwpt.users == 0 {
+            let state = old_state.as_deref_mut().unwrap_or(&mut new_state);
+            objects.free_auto_hwpt(old, state, released);
         }
         Ok(Step::Done(new))
     }
@@ -376,19 +378,19 @@ impl Iommu {
     fn detach_step(&self, dev: ObjId, released: &mut Released) -> Result<()> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
-        let d = objects.device(dev)?;
-        let Some(hwpt) = d.hwpt else {
+        let device = objects.device(dev)?;
+        let Some(hwpt) = device.hwpt else {
             return Err(Error::NotAttached { dev });
         };
-        let gid = d.group;
+        let gid = device.group;
         let ioas = objects.hwpt(hwpt).ioas.clone();
-        let mut st = lock(&ioas.state);
-        let d = objects.device_mut(dev);
+        let mut state = lock(&ioas.state);
+        let device = objects.device_mut(dev);
         // ORDERING: Release pairs with the Acquire load in `Device::pin`; the fence that
         // `device_detach` waits for after this call makes every later guard see it.
-        d.shared.attached.store(false, Ordering::Release);
-        d.hwpt = None;
-        st.remove_device(dev);
+        device.shared.attached.store(false, Ordering::Release);
+        device.hwpt = None;
+        state.remove_device(dev);
         let still_attached = objects.groups[&gid]
             .devices
             .iter()
@@ -397,10 +399,10 @@ impl Iommu {
             let blocked = self.shared.blocked.clone();
             self.publish(objects, gid, None, blocked, released);
         }
-        let h = objects.hwpt_mut(hwpt);
-        h.users -= 1;
-        if h.auto && h.users == 0 {
-            objects.free_auto_hwpt(hwpt, &mut st, released);
+        let left = objects.hwpt_mut(hwpt);
+        left.users -= 1;
+        if left.auto && left.users == 0 {
+            objects.free_auto_hwpt(hwpt, &mut state, released);
         }
         Ok(())
     }

@@ -23,8 +23,8 @@ impl Iommu {
         match objects.get(id)?.kind() {
             ObjKind::Ioas => {
                 let ioas = objects.ioas(id)?.clone();
-                let mut st = lock(&ioas.state);
-                let users = st.hwpt_count();
+                let mut state = lock(&ioas.state);
+                let users = state.hwpt_count();
                 if users > 0 {
                     return Err(Error::Busy {
                         id,
@@ -34,42 +34,42 @@ impl Iommu {
                 }
                 // A map or unmap that looked the IOAS up just before fails `ENOENT`; a pending
                 // domain's call finds it gone and discards the domain.
-                st.destroyed = true;
-                drop(st);
+                state.destroyed = true;
+                drop(state);
                 objects.map.remove(&id);
             }
             ObjKind::Hwpt => {
-                let h = objects.hwpt(id);
-                if h.auto {
+                let hwpt = objects.hwpt(id);
+                if hwpt.auto {
                     return Err(Error::AutoHwpt { id });
                 }
-                if h.users > 0 {
+                if hwpt.users > 0 {
                     return Err(Error::Busy {
                         id,
                         kind: ObjKind::Hwpt,
-                        users: h.users,
+                        users: hwpt.users,
                     });
                 }
-                let ioas = h.ioas.clone();
+                let ioas = hwpt.ioas.clone();
                 lock(&ioas.state).remove_domain(id);
                 if let Some(super::objects::Obj::Hwpt(h)) = objects.map.remove(&id) {
                     released.domains.push(h.domain);
                 }
             }
             ObjKind::Device => {
-                let d = objects.device(id)?;
-                if d.hwpt.is_some() {
+                let device = objects.device(id)?;
+                if device.hwpt.is_some() {
                     return Err(Error::Busy {
                         id,
                         kind: ObjKind::Device,
                         users: 1,
                     });
                 }
-                let gid = d.group;
+                let gid = device.group;
                 objects.map.remove(&id);
-                let g = objects.group_mut(gid);
-                g.devices.retain(|m| *m != id);
-                if g.devices.is_empty() {
+                let group = objects.group_mut(gid);
+                group.devices.retain(|m| *m != id);
+                if group.devices.is_empty() {
                     objects.groups.remove(&gid);
                 }
             }

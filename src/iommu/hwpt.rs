@@ -30,12 +30,12 @@ impl Iommu {
         check: impl FnOnce(&IoasState) -> Result<()>,
     ) -> Result<Pending> {
         let domain = {
-            let mut st = lock(&ioas.state);
-            if st.destroyed {
+            let mut state = lock(&ioas.state);
+            if state.destroyed {
                 return Err(Error::NoSuchObject { id: ioas.id });
             }
-            check(&st)?;
-            st.add_pending(Domain::paging(iova_bits, &self.shared.grace.counters))
+            check(&state)?;
+            state.add_pending(Domain::paging(iova_bits, &self.shared.grace.counters))
         };
         Ok(Pending {
             ioas,
@@ -49,16 +49,16 @@ impl Iommu {
         lock(&pending.ioas.state).discard_pending(&pending.domain);
     }
 
-    /// Commits a pending domain as a HWPT (the caller holds the table's write lock and `st`,
+    /// Commits a pending domain as a HWPT (the caller holds the table's write lock and `state`,
     /// the pending domain's IOAS lock, and checked that an ID is available).
     pub(super) fn commit_hwpt(
         objects: &mut Objects,
-        st: &mut IoasState,
+        state: &mut IoasState,
         pending: Pending,
         auto: bool,
     ) -> ObjId {
         let id = objects.alloc_id();
-        st.commit_pending(&pending.domain, id);
+        state.commit_pending(&pending.domain, id);
         objects.map.insert(
             id,
             Obj::Hwpt(HwptObj {
@@ -83,8 +83,8 @@ impl Iommu {
         }
         let (ioas, bits, limits) = {
             let objects = self.objects();
-            let d = objects.device(dev)?;
-            let (bits, limits) = (d.iova_bits, d.limits(dev));
+            let device = objects.device(dev)?;
+            let (bits, limits) = (device.iova_bits, device.limits(dev));
             let ioas = match objects.get(pt)? {
                 Obj::Ioas(i) => i.clone(),
                 Obj::Hwpt(_) => {
@@ -97,7 +97,7 @@ impl Iommu {
             objects.check_id_available()?;
             (ioas, bits, limits)
         };
-        let pending = self.prepare_domain(ioas, bits, |st| st.check_fits(&limits, pt))?;
+        let pending = self.prepare_domain(ioas, bits, |state| state.check_fits(&limits, pt))?;
         let mut objects = self.objects_mut();
         // Re-checked under the write lock: the IOAS may have been destroyed, or the last ID
         // taken, while the domain was populated.
@@ -111,7 +111,7 @@ impl Iommu {
             return Err(e);
         }
         let ioas = pending.ioas.clone();
-        let mut st = lock(&ioas.state);
-        Ok(Self::commit_hwpt(&mut objects, &mut st, pending, false))
+        let mut state = lock(&ioas.state);
+        Ok(Self::commit_hwpt(&mut objects, &mut state, pending, false))
     }
 }

@@ -91,11 +91,11 @@ impl Iommu {
         if prot.bits() == 0 {
             return Err(Error::NoPermission { prot });
         }
-        let mut st = lock(&ioas.state);
-        if st.destroyed {
+        let mut state = lock(&ioas.state);
+        if state.destroyed {
             return Err(Error::NoSuchObject { id: ioas.id });
         }
-        st.map(iova, target, len, prot)
+        state.map(iova, target, len, prot)
     }
 
     /// Unmaps every area inside `iova .. iova + len` (whole areas only; `(0, u64::MAX)`
@@ -136,11 +136,11 @@ impl Iommu {
         let ioas = self.lookup_ioas(ioas)?;
         let mut retired = RetiredTables::default();
         let bytes = {
-            let mut st = lock(&ioas.state);
-            if st.destroyed {
+            let mut state = lock(&ioas.state);
+            if state.destroyed {
                 return Err(Error::NoSuchObject { id: ioas.id });
             }
-            st.unmap(iova, len, &mut retired)?
+            state.unmap(iova, len, &mut retired)?
         };
         let grace = &self.shared.grace;
         // After the clear: guards made from now on do not see the old entries.

@@ -185,16 +185,16 @@ impl Objects {
     }
 
     /// Frees an auto HWPT whose last device left: its ID is gone now, its domain leaves the
-    /// IOAS's mirror list (the caller holds that IOAS's lock as `st`).
+    /// IOAS's mirror list (the caller holds that IOAS's lock as `state`).
     pub(super) fn free_auto_hwpt(
         &mut self,
         id: ObjId,
-        st: &mut IoasState,
+        state: &mut IoasState,
         released: &mut Released,
     ) {
         if let Some(Obj::Hwpt(h)) = self.map.remove(&id) {
             debug_assert!(h.auto && h.users == 0);
-            st.remove_domain(id);
+            state.remove_domain(id);
             released.domains.push(h.domain);
         }
     }

@@ -35,8 +35,9 @@ pub(crate) use entry::Pte;
 
 use crate::grace::Counters;
 use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::translation::{Chunk, Fault, FaultKind};
 use crate::translation::{ChunkVec, Translation};
-use crate::types::{Access, Chunk, Fault, FaultKind, Prot, PAGE_SIZE};
+use crate::types::{Access, Prot, PAGE_SIZE};
 use std::ptr::NonNull;
 
 /// IOVA bits translated by one level.

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::grace::Counters;
-use crate::types::FaultKind;
+use crate::translation::FaultKind;
 
 const K4: u64 = 4 << 10;
 const M2: u64 = 2 << 20;

@@ -26,7 +26,8 @@ use super::wire::{
 use crate::device::Device;
 use crate::error::Error;
 use crate::iommu::Iommu;
-use crate::types::{Access, Fault, GroupId, ObjId, Prot};
+use crate::translation::Fault;
+use crate::types::{Access, GroupId, ObjId, Prot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;

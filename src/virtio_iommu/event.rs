@@ -1,7 +1,8 @@
 //! The event queue's fault reports (`struct virtio_iommu_fault`, virtio 1.3 section
 //! 5.13.6.8): what a [`crate::Fault`] on an endpoint looks like to the guest.
 
-use crate::types::{Access, Fault, FaultKind};
+use crate::translation::{Fault, FaultKind};
+use crate::types::Access;
 
 /// `VIRTIO_IOMMU_FAULT_R_UNKNOWN`: an error no other reason describes.
 pub const FAULT_R_UNKNOWN: u8 = 0;
