@@ -60,28 +60,55 @@ impl Ioas {
 }
 
 /// The part of an IOAS its lock protects.
-#[derive(Default)]
 pub(crate) struct IoasState {
     /// Set by `destroy`: a map or unmap that looked the IOAS up just before fails `ENOENT`.
     pub(crate) destroyed: bool,
     pub(crate) areas: BTreeMap<u64, Area>,
     /// Every paging domain built on this IOAS: committed ones by HWPT id, and pending ones
     /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
-    pub(crate) domains: Vec<(Option<ObjId>, Arc<Domain>)>,
-    pub(crate) reserved: Vec<Reservation>,
+    domains: Vec<(Option<ObjId>, Arc<Domain>)>,
+    reserved: Vec<Reservation>,
     /// Aperture ends of the attached devices.
-    pub(crate) apertures: Vec<(ObjId, u64)>,
+    apertures: Vec<(ObjId, u64)>,
+    /// The free IOVA ranges: everything outside `areas` and `reserved`.
+    holes: Holes,
+    /// [`IoasState::limit`], recomputed when a device or a domain comes or goes.
+    limit: u64,
+}
+
+impl Default for IoasState {
+    fn default() -> IoasState {
+        IoasState {
+            destroyed: false,
+            areas: BTreeMap::new(),
+            domains: Vec::new(),
+            reserved: Vec::new(),
+            apertures: Vec::new(),
+            holes: Holes::default(),
+            limit: u64::MAX,
+        }
+    }
 }
 
 impl IoasState {
     /// The last IOVA every attached device and every domain can reach.
     pub(crate) fn limit(&self) -> u64 {
+        debug_assert_eq!(self.limit, self.compute_limit());
+        self.limit
+    }
+
+    fn compute_limit(&self) -> u64 {
         let devs = self.apertures.iter().map(|&(_, last)| last);
         let doms = self
             .domains
             .iter()
             .filter_map(|(_, d)| d.page_table().map(|pt| pt.aperture_last()));
         devs.chain(doms).min().unwrap_or(u64::MAX)
+    }
+
+    /// Recomputes the cached limit after the device or domain lists changed.
+    fn refresh_limit(&mut self) {
+        self.limit = self.compute_limit();
     }
 
     /// The first area that overlaps `first ..= last`.
@@ -131,18 +158,39 @@ impl IoasState {
     /// Records an attached device's reservations and aperture (after the checks passed).
     pub(crate) fn add_device(&mut self, dev: &DeviceLimits) {
         self.apertures.push((dev.dev, dev.aperture_last));
-        self.reserved
-            .extend(dev.reserved.iter().map(|&(first, last)| Reservation {
+        for &(first, last) in &dev.reserved {
+            debug_assert!(self.area_overlapping(first, last).is_none());
+            self.reserved.push(Reservation {
                 first,
                 last,
                 dev: dev.dev,
-            }));
+            });
+            self.holes.occupy(first, last);
+        }
+        self.refresh_limit();
     }
 
     /// Forgets a device that left this IOAS.
     pub(crate) fn remove_device(&mut self, dev: ObjId) {
         self.apertures.retain(|&(d, _)| d != dev);
-        self.reserved.retain(|r| r.dev != dev);
+        // Free the device's ranges (no area lies in a reserved range), then take back what
+        // other devices' reservations still cover (a handful of ranges).
+        let holes = &mut self.holes;
+        let mut freed = false;
+        self.reserved.retain(|r| {
+            if r.dev != dev {
+                return true;
+            }
+            holes.release(r.first, r.last);
+            freed = true;
+            false
+        });
+        if freed {
+            for r in &self.reserved {
+                self.holes.occupy(r.first, r.last);
+            }
+        }
+        self.refresh_limit();
     }
 
     /// Fills `domain` with every area of this IOAS and adds it to the mirror list as
@@ -156,6 +204,7 @@ impl IoasState {
         }
         let domain = Arc::new(domain);
         self.domains.push((None, domain.clone()));
+        self.refresh_limit();
         domain
     }
 
@@ -174,11 +223,13 @@ impl IoasState {
     pub(crate) fn discard_pending(&mut self, domain: &Arc<Domain>) {
         self.domains
             .retain(|(id, d)| id.is_some() || !Arc::ptr_eq(d, domain));
+        self.refresh_limit();
     }
 
     /// Removes a HWPT's domain from the mirror list.
     pub(crate) fn remove_domain(&mut self, hwpt: ObjId) {
         self.domains.retain(|(id, _)| *id != Some(hwpt));
+        self.refresh_limit();
     }
 
     /// HWPTs built on this IOAS (pending domains do not count: their call may still fail).
@@ -205,13 +256,15 @@ impl IoasState {
                         aperture_end: limit.saturating_add(1),
                     });
                 }
-                if let Some(r) = self.reserved_overlapping(iova, last) {
+                if self.holes.contains(iova, last) {
+                    // Free: neither an area nor a reservation is there (the common case, one
+                    // lookup).
+                } else if let Some(r) = self.reserved_overlapping(iova, last) {
                     return Err(Error::InReservedRange {
                         range: span(iova, last),
                         reserved: span(r.first, r.last),
                     });
-                }
-                if let Some((s, a)) = self.area_overlapping(iova, last) {
+                } else if let Some((s, a)) = self.area_overlapping(iova, last) {
                     return Err(Error::Exists {
                         range: span(iova, last),
                         existing: span(s, a.last),
@@ -223,6 +276,7 @@ impl IoasState {
         };
         let last = iova + (len - 1);
         self.areas.insert(iova, Area { last, target, prot });
+        self.holes.occupy(iova, last);
         self.map_domains(iova, target, len, prot);
         Ok(iova)
     }
@@ -240,37 +294,20 @@ impl IoasState {
 
     /// Finds the lowest free IOVA for `len` bytes, aligned like `target` up to 1 GiB (so that
     /// huge leaves stay possible), avoiding areas, reserved ranges and the aperture's end.
+    /// O(log n) in the number of holes ([`Holes::first_fit`]).
     fn alloc_iova(&self, target: u64, len: u64, limit: u64) -> Result<u64> {
-        let mut align = PAGE_SIZE;
-        for size in [1u64 << 21, 1u64 << 30] {
+        let mut class = 0;
+        for (k, &size) in ALIGNS.iter().enumerate().skip(1) {
             if target % size == 0 && len >= size {
-                align = size;
+                class = k;
             }
         }
-        let mut obstacles: Vec<(u64, u64)> = self
-            .areas
-            .iter()
-            .map(|(&s, a)| (s, a.last))
-            .chain(self.reserved.iter().map(|r| (r.first, r.last)))
-            .collect();
-        obstacles.sort_unstable();
-        let mut cursor: u64 = 0;
-        let fits = |start: u64| start.checked_add(len - 1).filter(|&l| l <= limit);
-        for (first, last) in obstacles {
-            if let Some(start) = align_up(cursor, align) {
-                if let Some(end) = fits(start) {
-                    if end < first {
-                        return Ok(start);
-                    }
-                }
-            }
-            if last == u64::MAX {
-                return Err(Error::NoSpace { len, align });
-            }
-            cursor = cursor.max(last + 1);
-        }
-        align_up(cursor, align)
-            .filter(|&s| fits(s).is_some())
+        let align = ALIGNS[class];
+        // The lowest hole that holds `len` bytes from an aligned start; a later one starts
+        // higher, so if this one's start runs past the limit, every one does.
+        self.holes
+            .first_fit(class, len)
+            .filter(|&start| start.checked_add(len - 1).is_some_and(|l| l <= limit))
             .ok_or(Error::NoSpace { len, align })
     }
 
@@ -289,21 +326,9 @@ impl IoasState {
             check_range_args("unmap", iova, None, len)?;
             (iova, iova + (len - 1))
         };
-        let mut hit = Vec::new();
-        if let Some((s, a)) = self.area_overlapping(first, last) {
-            for (&s, a) in self.areas.range(s..=last) {
-                if s < first || a.last > last {
-                    return Err(Error::SplitsArea {
-                        range: span(first, last),
-                        area: span(s, a.last),
-                    });
-                }
-                hit.push((s, a.last));
-            }
-            debug_assert_eq!(hit.first().map(|h| h.0), Some(s));
-            let _ = a;
-        }
-        if hit.is_empty() {
+        // Check every area in the range first (nothing changes on `SplitsArea`), then remove
+        // them one by one: no list to allocate.
+        let Some((from, _)) = self.area_overlapping(first, last) else {
             return if all {
                 Ok(0)
             } else {
@@ -311,10 +336,24 @@ impl IoasState {
                     range: span(first, last),
                 })
             };
+        };
+        for (&s, a) in self.areas.range(from..=last) {
+            if s < first || a.last > last {
+                return Err(Error::SplitsArea {
+                    range: span(first, last),
+                    area: span(s, a.last),
+                });
+            }
         }
         let mut bytes = 0u64;
-        for &(s, l) in &hit {
+        while let Some((s, l)) = self
+            .areas
+            .range(from..=last)
+            .next()
+            .map(|(&s, a)| (s, a.last))
+        {
             self.areas.remove(&s);
+            self.holes.release(s, l);
             let n = l - s + 1;
             bytes = bytes.saturating_add(n);
             for (_, d) in &self.domains {
@@ -329,6 +368,238 @@ impl IoasState {
 
 fn align_up(v: u64, align: u64) -> Option<u64> {
     v.checked_add(align - 1).map(|x| x & !(align - 1))
+}
+
+/// The alignments an automatic IOVA can ask for: 4 KiB, 2 MiB, 1 GiB (the leaf sizes).
+const ALIGNS: [u64; 3] = [PAGE_SIZE, 1 << 21, 1 << 30];
+
+/// The free IOVA ranges of an IOAS, maximal and disjoint: the complement of its areas and
+/// reserved ranges in `0 ..= u64::MAX` (the aperture's end is applied when allocating).
+///
+/// `by_start` answers "which hole holds this IOVA"; `fit` answers "the lowest hole that
+/// holds `len` bytes from a start aligned to `ALIGNS[k]`" in O(log n). Both are updated in
+/// O(log n) a change.
+pub(crate) struct Holes {
+    /// First IOVA → last IOVA of every hole.
+    by_start: BTreeMap<u64, u64>,
+    fit: FitTree,
+}
+
+impl Default for Holes {
+    fn default() -> Holes {
+        let mut h = Holes {
+            by_start: BTreeMap::new(),
+            fit: FitTree::default(),
+        };
+        h.insert(0, u64::MAX);
+        h
+    }
+}
+
+impl Holes {
+    fn insert(&mut self, first: u64, last: u64) {
+        self.by_start.insert(first, last);
+        self.fit.insert(first, last);
+    }
+
+    fn remove(&mut self, first: u64) {
+        self.by_start.remove(&first);
+        self.fit.remove(first);
+    }
+
+    /// True if `first ..= last` lies inside one hole (is entirely free).
+    pub(crate) fn contains(&self, first: u64, last: u64) -> bool {
+        self.by_start
+            .range(..=first)
+            .next_back()
+            .is_some_and(|(_, &l)| l >= last)
+    }
+
+    /// Marks `first ..= last` in use (parts of it may be in use already).
+    pub(crate) fn occupy(&mut self, first: u64, last: u64) {
+        // The holes that meet the range are the last ones that start at or below `last`.
+        while let Some((s, l)) = self
+            .by_start
+            .range(..=last)
+            .next_back()
+            .map(|(&s, &l)| (s, l))
+            .filter(|&(_, l)| l >= first)
+        {
+            self.remove(s);
+            if s < first {
+                self.insert(s, first - 1);
+            }
+            if l > last {
+                self.insert(last + 1, l);
+            }
+        }
+    }
+
+    /// Marks `first ..= last` free (parts of it may be free already), merging it with the
+    /// holes it meets or touches.
+    pub(crate) fn release(&mut self, first: u64, last: u64) {
+        let (mut lo, mut hi) = (first, last);
+        while let Some((s, l)) = self
+            .by_start
+            .range(..=hi.saturating_add(1))
+            .next_back()
+            .map(|(&s, &l)| (s, l))
+            .filter(|&(_, l)| l.saturating_add(1) >= lo)
+        {
+            self.remove(s);
+            lo = lo.min(s);
+            hi = hi.max(l);
+        }
+        self.insert(lo, hi);
+    }
+
+    /// The lowest start aligned to `ALIGNS[class]` from which `len` bytes are free.
+    pub(crate) fn first_fit(&self, class: usize, len: u64) -> Option<u64> {
+        let start = self.fit.first_fit(class, len)?;
+        align_up(start, ALIGNS[class])
+    }
+}
+
+/// How many bytes a hole holds from its first start aligned to each of `ALIGNS`
+/// (saturating: the whole space counts as `u64::MAX`; 0 if no aligned start lies in it).
+fn aligned_room(first: u64, last: u64) -> [u64; 3] {
+    ALIGNS.map(|a| match align_up(first, a) {
+        Some(s) if s <= last => (last - s).saturating_add(1),
+        _ => 0,
+    })
+}
+
+/// The holes ordered by address in a treap whose nodes carry, for each alignment, the largest
+/// aligned room in their subtree: the lowest hole with room for `len` is one descent.
+#[derive(Default)]
+struct FitTree {
+    nodes: Vec<FitNode>,
+    /// Indices of unused nodes.
+    spare: Vec<u32>,
+    root: Option<u32>,
+}
+
+struct FitNode {
+    first: u64,
+    /// Heap priority (a hash of `first`: the shape is that of a random BST).
+    prio: u64,
+    left: Option<u32>,
+    right: Option<u32>,
+    room: [u64; 3],
+    /// The largest `room` in this subtree, per alignment.
+    best: [u64; 3],
+}
+
+impl FitTree {
+    fn best(&self, t: Option<u32>, class: usize) -> u64 {
+        t.map_or(0, |t| self.nodes[t as usize].best[class])
+    }
+
+    fn update(&mut self, t: u32) {
+        let n = &self.nodes[t as usize];
+        let (l, r, room) = (n.left, n.right, n.room);
+        let best = std::array::from_fn(|k| room[k].max(self.best(l, k)).max(self.best(r, k)));
+        self.nodes[t as usize].best = best;
+    }
+
+    /// Splits `t` into the nodes below `key` and the rest.
+    fn split(&mut self, t: Option<u32>, key: u64) -> (Option<u32>, Option<u32>) {
+        let Some(i) = t else { return (None, None) };
+        if self.nodes[i as usize].first < key {
+            let (a, b) = self.split(self.nodes[i as usize].right, key);
+            self.nodes[i as usize].right = a;
+            self.update(i);
+            (Some(i), b)
+        } else {
+            let (a, b) = self.split(self.nodes[i as usize].left, key);
+            self.nodes[i as usize].left = b;
+            self.update(i);
+            (a, Some(i))
+        }
+    }
+
+    /// Joins two treaps whose keys are all below, respectively all above, each other's.
+    fn merge(&mut self, a: Option<u32>, b: Option<u32>) -> Option<u32> {
+        match (a, b) {
+            (None, t) | (t, None) => t,
+            (Some(x), Some(y)) => {
+                if self.nodes[x as usize].prio >= self.nodes[y as usize].prio {
+                    let r = self.merge(self.nodes[x as usize].right, b);
+                    self.nodes[x as usize].right = r;
+                    self.update(x);
+                    Some(x)
+                } else {
+                    let l = self.merge(a, self.nodes[y as usize].left);
+                    self.nodes[y as usize].left = l;
+                    self.update(y);
+                    Some(y)
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, first: u64, last: u64) {
+        let room = aligned_room(first, last);
+        let node = FitNode {
+            first,
+            prio: mix(first),
+            left: None,
+            right: None,
+            room,
+            best: room,
+        };
+        let i = match self.spare.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                u32::try_from(self.nodes.len() - 1).expect("fewer than 2^32 holes")
+            }
+        };
+        let (a, b) = self.split(self.root, first);
+        let a = self.merge(a, Some(i));
+        self.root = self.merge(a, b);
+    }
+
+    fn remove(&mut self, first: u64) {
+        let (a, b) = self.split(self.root, first);
+        // Holes are page aligned, so `first + 1` does not wrap.
+        let (mid, c) = self.split(b, first + 1);
+        if let Some(m) = mid {
+            debug_assert!(self.nodes[m as usize].left.is_none());
+            debug_assert!(self.nodes[m as usize].right.is_none());
+            self.spare.push(m);
+        }
+        self.root = self.merge(a, c);
+    }
+
+    /// The first IOVA of the lowest hole with `room[class] >= len`.
+    fn first_fit(&self, class: usize, len: u64) -> Option<u64> {
+        let mut t = self
+            .root
+            .filter(|&t| self.nodes[t as usize].best[class] >= len)?;
+        loop {
+            let n = &self.nodes[t as usize];
+            if self.best(n.left, class) >= len {
+                t = n.left?;
+            } else if n.room[class] >= len {
+                return Some(n.first);
+            } else {
+                // The subtree holds a fit and it is not left or here: it is right.
+                t = n.right?;
+            }
+        }
+    }
+}
+
+/// SplitMix64's finalizer: a well-spread priority from a key.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Validates a map or unmap's own arguments (no state needed): non-zero, 4 KiB aligned, no
