@@ -70,8 +70,10 @@ pub(crate) struct IoasState {
     reserved: Vec<Reservation>,
     /// Aperture ends of the attached devices.
     apertures: Vec<(ObjId, u64)>,
-    /// The free IOVA ranges: everything outside `areas` and `reserved`.
-    holes: Holes,
+    /// The free IOVA ranges (everything outside `areas` and `reserved`), for automatic
+    /// IOVAs: built by the first automatic map, then kept up to date, so that an IOAS whose
+    /// maps all have fixed IOVAs (a virtio-iommu front end's) does not pay for it.
+    holes: Option<Holes>,
     /// [`IoasState::limit`], recomputed when a device or a domain comes or goes.
     limit: u64,
 }
@@ -84,7 +86,7 @@ impl Default for IoasState {
             domains: Vec::new(),
             reserved: Vec::new(),
             apertures: Vec::new(),
-            holes: Holes::default(),
+            holes: None,
             limit: u64::MAX,
         }
     }
@@ -165,7 +167,9 @@ impl IoasState {
                 last,
                 dev: dev.dev,
             });
-            self.holes.occupy(first, last);
+            if let Some(h) = &mut self.holes {
+                h.occupy(first, last);
+            }
         }
         self.refresh_limit();
     }
@@ -175,19 +179,21 @@ impl IoasState {
         self.apertures.retain(|&(d, _)| d != dev);
         // Free the device's ranges (no area lies in a reserved range), then take back what
         // other devices' reservations still cover (a handful of ranges).
-        let holes = &mut self.holes;
+        let mut holes = self.holes.as_mut();
         let mut freed = false;
         self.reserved.retain(|r| {
             if r.dev != dev {
                 return true;
             }
-            holes.release(r.first, r.last);
+            if let Some(h) = holes.as_mut() {
+                h.release(r.first, r.last);
+            }
             freed = true;
             false
         });
-        if freed {
+        if let (true, Some(h)) = (freed, holes) {
             for r in &self.reserved {
-                self.holes.occupy(r.first, r.last);
+                h.occupy(r.first, r.last);
             }
         }
         self.refresh_limit();
@@ -256,9 +262,8 @@ impl IoasState {
                         aperture_end: limit.saturating_add(1),
                     });
                 }
-                if self.holes.contains(iova, last) {
-                    // Free: neither an area nor a reservation is there (the common case, one
-                    // lookup).
+                if self.holes.as_ref().is_some_and(|h| h.contains(iova, last)) {
+                    // Free: neither an area nor a reservation is there (one lookup).
                 } else if let Some(r) = self.reserved_overlapping(iova, last) {
                     return Err(Error::InReservedRange {
                         range: span(iova, last),
@@ -276,7 +281,9 @@ impl IoasState {
         };
         let last = iova + (len - 1);
         self.areas.insert(iova, Area { last, target, prot });
-        self.holes.occupy(iova, last);
+        if let Some(h) = &mut self.holes {
+            h.occupy(iova, last);
+        }
         self.map_domains(iova, target, len, prot);
         Ok(iova)
     }
@@ -294,8 +301,9 @@ impl IoasState {
 
     /// Finds the lowest free IOVA for `len` bytes, aligned like `target` up to 1 GiB (so that
     /// huge leaves stay possible), avoiding areas, reserved ranges and the aperture's end.
-    /// O(log n) in the number of holes ([`Holes::first_fit`]).
-    fn alloc_iova(&self, target: u64, len: u64, limit: u64) -> Result<u64> {
+    /// O(log n) in the number of holes ([`Holes::first_fit`]); the first call builds the
+    /// index in O(n log n).
+    fn alloc_iova(&mut self, target: u64, len: u64, limit: u64) -> Result<u64> {
         let mut class = 0;
         for (k, &size) in ALIGNS.iter().enumerate().skip(1) {
             if target % size == 0 && len >= size {
@@ -305,7 +313,18 @@ impl IoasState {
         let align = ALIGNS[class];
         // The lowest hole that holds `len` bytes from an aligned start; a later one starts
         // higher, so if this one's start runs past the limit, every one does.
-        self.holes
+        let (areas, reserved) = (&self.areas, &self.reserved);
+        let holes = self.holes.get_or_insert_with(|| {
+            let mut h = Holes::default();
+            for (&s, a) in areas {
+                h.occupy(s, a.last);
+            }
+            for r in reserved {
+                h.occupy(r.first, r.last);
+            }
+            h
+        });
+        holes
             .first_fit(class, len)
             .filter(|&start| start.checked_add(len - 1).is_some_and(|l| l <= limit))
             .ok_or(Error::NoSpace { len, align })
@@ -353,7 +372,9 @@ impl IoasState {
             .map(|(&s, a)| (s, a.last))
         {
             self.areas.remove(&s);
-            self.holes.release(s, l);
+            if let Some(h) = &mut self.holes {
+                h.release(s, l);
+            }
             let n = l - s + 1;
             bytes = bytes.saturating_add(n);
             for (_, d) in &self.domains {
@@ -368,238 +389,6 @@ impl IoasState {
 
 fn align_up(v: u64, align: u64) -> Option<u64> {
     v.checked_add(align - 1).map(|x| x & !(align - 1))
-}
-
-/// The alignments an automatic IOVA can ask for: 4 KiB, 2 MiB, 1 GiB (the leaf sizes).
-const ALIGNS: [u64; 3] = [PAGE_SIZE, 1 << 21, 1 << 30];
-
-/// The free IOVA ranges of an IOAS, maximal and disjoint: the complement of its areas and
-/// reserved ranges in `0 ..= u64::MAX` (the aperture's end is applied when allocating).
-///
-/// `by_start` answers "which hole holds this IOVA"; `fit` answers "the lowest hole that
-/// holds `len` bytes from a start aligned to `ALIGNS[k]`" in O(log n). Both are updated in
-/// O(log n) a change.
-pub(crate) struct Holes {
-    /// First IOVA → last IOVA of every hole.
-    by_start: BTreeMap<u64, u64>,
-    fit: FitTree,
-}
-
-impl Default for Holes {
-    fn default() -> Holes {
-        let mut h = Holes {
-            by_start: BTreeMap::new(),
-            fit: FitTree::default(),
-        };
-        h.insert(0, u64::MAX);
-        h
-    }
-}
-
-impl Holes {
-    fn insert(&mut self, first: u64, last: u64) {
-        self.by_start.insert(first, last);
-        self.fit.insert(first, last);
-    }
-
-    fn remove(&mut self, first: u64) {
-        self.by_start.remove(&first);
-        self.fit.remove(first);
-    }
-
-    /// True if `first ..= last` lies inside one hole (is entirely free).
-    pub(crate) fn contains(&self, first: u64, last: u64) -> bool {
-        self.by_start
-            .range(..=first)
-            .next_back()
-            .is_some_and(|(_, &l)| l >= last)
-    }
-
-    /// Marks `first ..= last` in use (parts of it may be in use already).
-    pub(crate) fn occupy(&mut self, first: u64, last: u64) {
-        // The holes that meet the range are the last ones that start at or below `last`.
-        while let Some((s, l)) = self
-            .by_start
-            .range(..=last)
-            .next_back()
-            .map(|(&s, &l)| (s, l))
-            .filter(|&(_, l)| l >= first)
-        {
-            self.remove(s);
-            if s < first {
-                self.insert(s, first - 1);
-            }
-            if l > last {
-                self.insert(last + 1, l);
-            }
-        }
-    }
-
-    /// Marks `first ..= last` free (parts of it may be free already), merging it with the
-    /// holes it meets or touches.
-    pub(crate) fn release(&mut self, first: u64, last: u64) {
-        let (mut lo, mut hi) = (first, last);
-        while let Some((s, l)) = self
-            .by_start
-            .range(..=hi.saturating_add(1))
-            .next_back()
-            .map(|(&s, &l)| (s, l))
-            .filter(|&(_, l)| l.saturating_add(1) >= lo)
-        {
-            self.remove(s);
-            lo = lo.min(s);
-            hi = hi.max(l);
-        }
-        self.insert(lo, hi);
-    }
-
-    /// The lowest start aligned to `ALIGNS[class]` from which `len` bytes are free.
-    pub(crate) fn first_fit(&self, class: usize, len: u64) -> Option<u64> {
-        let start = self.fit.first_fit(class, len)?;
-        align_up(start, ALIGNS[class])
-    }
-}
-
-/// How many bytes a hole holds from its first start aligned to each of `ALIGNS`
-/// (saturating: the whole space counts as `u64::MAX`; 0 if no aligned start lies in it).
-fn aligned_room(first: u64, last: u64) -> [u64; 3] {
-    ALIGNS.map(|a| match align_up(first, a) {
-        Some(s) if s <= last => (last - s).saturating_add(1),
-        _ => 0,
-    })
-}
-
-/// The holes ordered by address in a treap whose nodes carry, for each alignment, the largest
-/// aligned room in their subtree: the lowest hole with room for `len` is one descent.
-#[derive(Default)]
-struct FitTree {
-    nodes: Vec<FitNode>,
-    /// Indices of unused nodes.
-    spare: Vec<u32>,
-    root: Option<u32>,
-}
-
-struct FitNode {
-    first: u64,
-    /// Heap priority (a hash of `first`: the shape is that of a random BST).
-    prio: u64,
-    left: Option<u32>,
-    right: Option<u32>,
-    room: [u64; 3],
-    /// The largest `room` in this subtree, per alignment.
-    best: [u64; 3],
-}
-
-impl FitTree {
-    fn best(&self, t: Option<u32>, class: usize) -> u64 {
-        t.map_or(0, |t| self.nodes[t as usize].best[class])
-    }
-
-    fn update(&mut self, t: u32) {
-        let n = &self.nodes[t as usize];
-        let (l, r, room) = (n.left, n.right, n.room);
-        let best = std::array::from_fn(|k| room[k].max(self.best(l, k)).max(self.best(r, k)));
-        self.nodes[t as usize].best = best;
-    }
-
-    /// Splits `t` into the nodes below `key` and the rest.
-    fn split(&mut self, t: Option<u32>, key: u64) -> (Option<u32>, Option<u32>) {
-        let Some(i) = t else { return (None, None) };
-        if self.nodes[i as usize].first < key {
-            let (a, b) = self.split(self.nodes[i as usize].right, key);
-            self.nodes[i as usize].right = a;
-            self.update(i);
-            (Some(i), b)
-        } else {
-            let (a, b) = self.split(self.nodes[i as usize].left, key);
-            self.nodes[i as usize].left = b;
-            self.update(i);
-            (a, Some(i))
-        }
-    }
-
-    /// Joins two treaps whose keys are all below, respectively all above, each other's.
-    fn merge(&mut self, a: Option<u32>, b: Option<u32>) -> Option<u32> {
-        match (a, b) {
-            (None, t) | (t, None) => t,
-            (Some(x), Some(y)) => {
-                if self.nodes[x as usize].prio >= self.nodes[y as usize].prio {
-                    let r = self.merge(self.nodes[x as usize].right, b);
-                    self.nodes[x as usize].right = r;
-                    self.update(x);
-                    Some(x)
-                } else {
-                    let l = self.merge(a, self.nodes[y as usize].left);
-                    self.nodes[y as usize].left = l;
-                    self.update(y);
-                    Some(y)
-                }
-            }
-        }
-    }
-
-    fn insert(&mut self, first: u64, last: u64) {
-        let room = aligned_room(first, last);
-        let node = FitNode {
-            first,
-            prio: mix(first),
-            left: None,
-            right: None,
-            room,
-            best: room,
-        };
-        let i = match self.spare.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                self.nodes.push(node);
-                u32::try_from(self.nodes.len() - 1).expect("fewer than 2^32 holes")
-            }
-        };
-        let (a, b) = self.split(self.root, first);
-        let a = self.merge(a, Some(i));
-        self.root = self.merge(a, b);
-    }
-
-    fn remove(&mut self, first: u64) {
-        let (a, b) = self.split(self.root, first);
-        // Holes are page aligned, so `first + 1` does not wrap.
-        let (mid, c) = self.split(b, first + 1);
-        if let Some(m) = mid {
-            debug_assert!(self.nodes[m as usize].left.is_none());
-            debug_assert!(self.nodes[m as usize].right.is_none());
-            self.spare.push(m);
-        }
-        self.root = self.merge(a, c);
-    }
-
-    /// The first IOVA of the lowest hole with `room[class] >= len`.
-    fn first_fit(&self, class: usize, len: u64) -> Option<u64> {
-        let mut t = self
-            .root
-            .filter(|&t| self.nodes[t as usize].best[class] >= len)?;
-        loop {
-            let n = &self.nodes[t as usize];
-            if self.best(n.left, class) >= len {
-                t = n.left?;
-            } else if n.room[class] >= len {
-                return Some(n.first);
-            } else {
-                // The subtree holds a fit and it is not left or here: it is right.
-                t = n.right?;
-            }
-        }
-    }
-}
-
-/// SplitMix64's finalizer: a well-spread priority from a key.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Validates a map or unmap's own arguments (no state needed): non-zero, 4 KiB aligned, no
@@ -650,4 +439,332 @@ pub(crate) fn check_range_args(
         }
     }
     Ok(())
+}
+
+/// The alignments an automatic IOVA can ask for: 4 KiB, 2 MiB, 1 GiB (the leaf sizes).
+const ALIGNS: [u64; 3] = [PAGE_SIZE, 1 << 21, 1 << 30];
+
+/// No node.
+const NIL: u32 = u32::MAX;
+
+/// The free IOVA ranges of an IOAS, maximal and disjoint: the complement of its areas and
+/// reserved ranges in `0 ..= u64::MAX` (the aperture's end is applied when allocating).
+///
+/// A treap ordered by address (an arena of nodes) whose nodes carry, for each alignment of
+/// `ALIGNS`, the most bytes a hole holds from its first aligned start, and the largest such
+/// value in their subtree: "the lowest hole that holds `len` bytes from an aligned start" is
+/// one descent, and every change is O(log n) expected. A hole that only shrinks or grows keeps
+/// its node (its place in the order does not change), so a map or unmap inside a large hole
+/// mostly edits nodes in place.
+pub(crate) struct Holes {
+    nodes: Vec<Hole>,
+    /// Indices of unused nodes.
+    spare: Vec<u32>,
+    root: u32,
+}
+
+struct Hole {
+    first: u64,
+    last: u64,
+    /// Heap priority (a hash of the first key the node had: the shape of a random BST).
+    prio: u64,
+    left: u32,
+    right: u32,
+    room: [u64; 3],
+    /// The largest `room` in this subtree, per alignment.
+    best: [u64; 3],
+}
+
+impl Default for Holes {
+    fn default() -> Holes {
+        let mut h = Holes {
+            nodes: Vec::new(),
+            spare: Vec::new(),
+            root: NIL,
+        };
+        h.insert(0, u64::MAX);
+        h
+    }
+}
+
+/// How many bytes `first ..= last` holds from its first start aligned to each of `ALIGNS`
+/// (saturating: the whole space counts as `u64::MAX`; 0 if no aligned start lies in it).
+fn aligned_room(first: u64, last: u64) -> [u64; 3] {
+    ALIGNS.map(|a| match align_up(first, a) {
+        Some(s) if s <= last => (last - s).saturating_add(1),
+        _ => 0,
+    })
+}
+
+impl Holes {
+    fn node(&self, t: u32) -> &Hole {
+        &self.nodes[t as usize]
+    }
+
+    fn node_mut(&mut self, t: u32) -> &mut Hole {
+        &mut self.nodes[t as usize]
+    }
+
+    fn best(&self, t: u32, class: usize) -> u64 {
+        if t == NIL {
+            0
+        } else {
+            self.node(t).best[class]
+        }
+    }
+
+    /// Recomputes `t`'s `best` from its room and its children's.
+    fn update(&mut self, t: u32) {
+        let n = self.node(t);
+        let (l, r, room) = (n.left, n.right, n.room);
+        let best = std::array::from_fn(|k| room[k].max(self.best(l, k)).max(self.best(r, k)));
+        self.node_mut(t).best = best;
+    }
+
+    /// The hole with the greatest first IOVA `<= x`, or `NIL`.
+    fn find_le(&self, x: u64) -> u32 {
+        let (mut t, mut found) = (self.root, NIL);
+        while t != NIL {
+            let n = self.node(t);
+            if n.first <= x {
+                found = t;
+                t = n.right;
+            } else {
+                t = n.left;
+            }
+        }
+        found
+    }
+
+    /// Gives hole `t` new bounds that keep its place in the order, and refreshes the
+    /// subtree maxima on its path.
+    fn set(&mut self, t: u32, first: u64, last: u64) {
+        let n = self.node_mut(t);
+        n.first = first;
+        n.last = last;
+        n.room = aligned_room(first, last);
+        self.refresh(self.root, first);
+    }
+
+    /// Recomputes `best` on the path from `t` down to the node keyed `key`.
+    fn refresh(&mut self, t: u32, key: u64) {
+        let n = self.node(t);
+        if key < n.first {
+            self.refresh(n.left, key);
+        } else if key > n.first {
+            self.refresh(n.right, key);
+        }
+        self.update(t);
+    }
+
+    /// Splits subtree `t` into the nodes below `key` and the rest.
+    fn split(&mut self, t: u32, key: u64) -> (u32, u32) {
+        if t == NIL {
+            return (NIL, NIL);
+        }
+        if self.node(t).first < key {
+            let (a, b) = self.split(self.node(t).right, key);
+            self.node_mut(t).right = a;
+            self.update(t);
+            (t, b)
+        } else {
+            let (a, b) = self.split(self.node(t).left, key);
+            self.node_mut(t).left = b;
+            self.update(t);
+            (a, t)
+        }
+    }
+
+    /// Joins two subtrees whose keys are all below, respectively all above, each other's.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.node(a).prio >= self.node(b).prio {
+            let r = self.merge(self.node(a).right, b);
+            self.node_mut(a).right = r;
+            self.update(a);
+            a
+        } else {
+            let l = self.merge(a, self.node(b).left);
+            self.node_mut(b).left = l;
+            self.update(b);
+            b
+        }
+    }
+
+    /// Adds the hole `first ..= last` (it meets no other).
+    fn insert(&mut self, first: u64, last: u64) {
+        let room = aligned_room(first, last);
+        let node = Hole {
+            first,
+            last,
+            prio: mix(first),
+            left: NIL,
+            right: NIL,
+            room,
+            best: room,
+        };
+        let i = match self.spare.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                u32::try_from(self.nodes.len() - 1).expect("fewer than 2^32 holes")
+            }
+        };
+        self.root = self.insert_at(self.root, i);
+    }
+
+    /// Inserts node `i` into subtree `t`; returns the subtree's new root.
+    fn insert_at(&mut self, t: u32, i: u32) -> u32 {
+        if t == NIL {
+            return i;
+        }
+        let key = self.node(i).first;
+        if self.node(i).prio > self.node(t).prio {
+            let (a, b) = self.split(t, key);
+            let n = self.node_mut(i);
+            n.left = a;
+            n.right = b;
+            self.update(i);
+            return i;
+        }
+        if key < self.node(t).first {
+            let l = self.insert_at(self.node(t).left, i);
+            self.node_mut(t).left = l;
+        } else {
+            let r = self.insert_at(self.node(t).right, i);
+            self.node_mut(t).right = r;
+        }
+        self.update(t);
+        t
+    }
+
+    /// Removes the hole keyed `key` from subtree `t`; returns the subtree's new root.
+    fn remove_at(&mut self, t: u32, key: u64) -> u32 {
+        debug_assert_ne!(t, NIL, "removing a hole that is not there");
+        let n = self.node(t);
+        if key == n.first {
+            let (l, r) = (n.left, n.right);
+            self.spare.push(t);
+            return self.merge(l, r);
+        }
+        if key < n.first {
+            let l = self.remove_at(n.left, key);
+            self.node_mut(t).left = l;
+        } else {
+            let r = self.remove_at(n.right, key);
+            self.node_mut(t).right = r;
+        }
+        self.update(t);
+        t
+    }
+
+    fn remove(&mut self, t: u32) {
+        self.root = self.remove_at(self.root, self.node(t).first);
+    }
+
+    /// True if `first ..= last` lies inside one hole (is entirely free).
+    pub(crate) fn contains(&self, first: u64, last: u64) -> bool {
+        let t = self.find_le(first);
+        t != NIL && self.node(t).last >= last
+    }
+
+    /// Marks `first ..= last` in use (parts of it may be in use already).
+    pub(crate) fn occupy(&mut self, first: u64, last: u64) {
+        // The holes that meet the range, from the highest down.
+        loop {
+            let t = self.find_le(last);
+            if t == NIL {
+                return;
+            }
+            let (s, l) = (self.node(t).first, self.node(t).last);
+            if l < first {
+                return;
+            }
+            match (s < first, l > last) {
+                (true, true) => {
+                    self.set(t, s, first - 1);
+                    self.insert(last + 1, l);
+                    return;
+                }
+                (true, false) => {
+                    self.set(t, s, first - 1);
+                    return;
+                }
+                (false, true) => self.set(t, last + 1, l),
+                (false, false) => self.remove(t),
+            }
+        }
+    }
+
+    /// Marks `first ..= last` free (parts of it may be free already), merging it with the
+    /// holes it meets or touches: the highest of them keeps its node and grows.
+    pub(crate) fn release(&mut self, first: u64, last: u64) {
+        let (mut lo, mut hi) = (first, last);
+        let mut keep = NIL;
+        loop {
+            let probe = if keep == NIL {
+                hi.saturating_add(1)
+            } else {
+                match self.node(keep).first.checked_sub(1) {
+                    Some(p) => p,
+                    None => break,
+                }
+            };
+            let t = self.find_le(probe);
+            if t == NIL {
+                break;
+            }
+            let (s, l) = (self.node(t).first, self.node(t).last);
+            if l.saturating_add(1) < lo {
+                break;
+            }
+            lo = lo.min(s);
+            hi = hi.max(l);
+            if keep == NIL {
+                keep = t;
+            } else {
+                self.remove(t);
+            }
+        }
+        if keep == NIL {
+            self.insert(lo, hi);
+        } else {
+            self.set(keep, lo, hi);
+        }
+    }
+
+    /// The lowest start aligned to `ALIGNS[class]` from which `len` bytes are free.
+    pub(crate) fn first_fit(&self, class: usize, len: u64) -> Option<u64> {
+        if self.best(self.root, class) < len {
+            return None;
+        }
+        let mut t = self.root;
+        loop {
+            let n = self.node(t);
+            if self.best(n.left, class) >= len {
+                t = n.left;
+            } else if n.room[class] >= len {
+                return align_up(n.first, ALIGNS[class]);
+            } else {
+                // The subtree holds a fit and it is not left or here: it is right.
+                t = n.right;
+            }
+        }
+    }
+}
+
+/// SplitMix64's finalizer: a well-spread priority from a key.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
