@@ -356,6 +356,8 @@ impl IoasState {
                 })
             };
         };
+        let mut count = 0usize;
+        let mut one = (from, from);
         for (&s, a) in self.areas.range(from..=last) {
             if s < first || a.last > last {
                 return Err(Error::SplitsArea {
@@ -363,14 +365,21 @@ impl IoasState {
                     area: span(s, a.last),
                 });
             }
+            count += 1;
+            one = (s, a.last);
         }
         let mut bytes = 0u64;
-        while let Some((s, l)) = self
-            .areas
-            .range(from..=last)
-            .next()
-            .map(|(&s, a)| (s, a.last))
-        {
+        for _ in 0..count {
+            let (s, l) = if count == 1 {
+                // The common case: one area, found above; no second search.
+                one
+            } else {
+                self.areas
+                    .range(from..=last)
+                    .next()
+                    .map(|(&s, a)| (s, a.last))
+                    .expect("counted above")
+            };
             self.areas.remove(&s);
             if let Some(h) = &mut self.holes {
                 h.release(s, l);

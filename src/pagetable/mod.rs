@@ -100,14 +100,18 @@ impl Pool {
         lock(&self.state).tables.pop()
     }
 
-    /// Keeps `table` for reuse, or gives it back if the pool is full or closed.
-    fn give(&self, table: NonNull<Table>) -> Option<NonNull<Table>> {
+    /// Keeps as many of `tables` for reuse as there is room for (one lock); returns the
+    /// rest, for the caller to free.
+    fn give<'t>(&self, tables: &'t [NonNull<Table>]) -> &'t [NonNull<Table>] {
         let mut st = lock(&self.state);
-        if st.closed || st.tables.len() >= POOL_TABLES {
-            return Some(table);
+        if st.closed {
+            return tables;
         }
-        st.tables.push(table);
-        None
+        let keep = POOL_TABLES
+            .saturating_sub(st.tables.len())
+            .min(tables.len());
+        st.tables.extend_from_slice(&tables[..keep]);
+        &tables[keep..]
     }
 
     /// Frees every pooled table and refuses new ones (the page table is being dropped).
@@ -535,15 +539,13 @@ impl Drop for RetiredTables {
     fn drop(&mut self) {
         let mut begin = 0;
         for (pool, end) in self.pools.drain(..) {
-            for &table in &self.tables[begin..end] {
-                // The node is unlinked (no new reader can reach it) and empty (all zeros, no
-                // children); the list is dropped only after a grace period, when no guard that
-                // reached it before the unlink is alive; each node is in one list once. So it
-                // may be reused as a fresh table, or freed.
-                if let Some(table) = pool.give(table) {
-                    // SAFETY: as above.
-                    unsafe { Table::free(table, &pool.counters) };
-                }
+            // Each node is unlinked (no new reader can reach it) and empty (all zeros, no
+            // children); the list is dropped only after a grace period, when no guard that
+            // reached it before the unlink is alive; each node is in one list once. So it may
+            // be reused as a fresh table, or freed.
+            for &table in pool.give(&self.tables[begin..end]) {
+                // SAFETY: as above.
+                unsafe { Table::free(table, &pool.counters) };
             }
             begin = end;
         }
