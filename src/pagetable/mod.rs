@@ -73,7 +73,14 @@ struct Table {
 }
 
 /// Emptied tables a page table keeps for reuse, at most (about 33 KiB).
+#[cfg(not(viommu_loom))]
 pub(crate) const POOL_TABLES: usize = 8;
+/// None under loom: a retired table goes back to the pool at exactly the point where it would
+/// otherwise be freed (`RetiredTables::drop`, after its grace period), so the models check
+/// that point with the pool off, where the live-table count shows it (with a pooled table
+/// still counted, a premature hand-back would be invisible to them).
+#[cfg(viommu_loom)]
+pub(crate) const POOL_TABLES: usize = 0;
 
 /// A page table's reusable tables: emptied, unlinked, past their grace period, all zeros.
 /// Shared with the [`RetiredTables`] lists that return tables to it, which may outlive the
