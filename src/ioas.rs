@@ -777,3 +777,129 @@ fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+#[cfg(all(test, not(viommu_loom)))]
+mod tests {
+    //! The hole index against a bitmap, with ranges that overlap in every way (reservations
+    //! of several devices do), and its treap's invariants after every step.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The model's unit: 1 MiB, so 2 MiB and 1 GiB alignments are slots 2 and 1024 apart.
+    const UNIT: u64 = 1 << 20;
+    /// Slots the operations touch (4 GiB); everything above stays free.
+    const SLOTS: usize = 4096;
+
+    impl Holes {
+        /// In-order holes, checking the treap on the way: keys ordered, heap on `prio`,
+        /// `best` the maximum of its subtree.
+        fn walk(&self, t: u32, out: &mut Vec<(u64, u64)>) -> [u64; 3] {
+            if t == NIL {
+                return [0; 3];
+            }
+            let n = self.node(t);
+            for c in [n.left, n.right] {
+                if c != NIL {
+                    assert!(self.node(c).prio <= n.prio, "heap order");
+                }
+            }
+            let l = self.walk(n.left, out);
+            out.push((n.first, n.last));
+            let r = self.walk(n.right, out);
+            assert_eq!(n.room, aligned_room(n.first, n.last));
+            let best = std::array::from_fn(|k| n.room[k].max(l[k]).max(r[k]));
+            assert_eq!(n.best, best, "subtree maxima");
+            best
+        }
+
+        fn holes(&self) -> Vec<(u64, u64)> {
+            let mut out = Vec::new();
+            self.walk(self.root, &mut out);
+            out
+        }
+    }
+
+    /// The holes a bitmap of used slots describes (the space above `SLOTS` is free).
+    fn expected(used: &[bool]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, &u) in used.iter().enumerate() {
+            match (u, start) {
+                (false, None) => start = Some(i as u64 * UNIT),
+                (true, Some(s)) => {
+                    out.push((s, i as u64 * UNIT - 1));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out.push((start.unwrap_or(SLOTS as u64 * UNIT), u64::MAX));
+        out
+    }
+
+    /// The lowest aligned start with `len` free bytes, by brute force.
+    fn brute_fit(used: &[bool], class: usize, len: u64) -> Option<u64> {
+        let step = (ALIGNS[class] / UNIT).max(1) as usize;
+        let n = len.div_ceil(UNIT) as usize;
+        (0..=SLOTS)
+            .step_by(step)
+            .find(|&s| (s..s + n).all(|i| i >= SLOTS || !used[i]))
+            .map(|s| s as u64 * UNIT)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn holes_match_a_bitmap(
+            ops in prop::collection::vec((any::<bool>(), 0usize..SLOTS, 1usize..300), 1..120),
+            fits in prop::collection::vec((0usize..3, 1u64..3000), 4),
+        ) {
+            let mut h = Holes::default();
+            let mut used = vec![false; SLOTS];
+            for &(occupy, at, n) in &ops {
+                let end = (at + n).min(SLOTS);
+                let (first, last) = (at as u64 * UNIT, end as u64 * UNIT - 1);
+                if occupy {
+                    h.occupy(first, last);
+                } else {
+                    h.release(first, last);
+                }
+                used[at..end].iter_mut().for_each(|u| *u = occupy);
+                prop_assert_eq!(h.holes(), expected(&used));
+                prop_assert_eq!(
+                    h.contains(first, last),
+                    !occupy || (first..=last).is_empty()
+                );
+                for &(class, units) in &fits {
+                    let len = units * UNIT;
+                    prop_assert_eq!(h.first_fit(class, len), brute_fit(&used, class, len));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_space_is_one_hole_and_can_be_taken_and_given_back() {
+        let mut h = Holes::default();
+        assert_eq!(h.holes(), vec![(0, u64::MAX)]);
+        // Its room saturates at u64::MAX: any length fits, at 0.
+        assert_eq!(h.first_fit(2, !(PAGE_SIZE - 1)), Some(0));
+        // Without the first page, the lowest 1 GiB-aligned start is 1 GiB, which holds
+        // 2^64 - 1 GiB and not a page more.
+        h.occupy(0, PAGE_SIZE - 1);
+        let room = u64::MAX - (1 << 30) + 1;
+        assert_eq!(h.first_fit(2, room + PAGE_SIZE), None);
+        assert_eq!(h.first_fit(2, room), Some(1 << 30));
+        assert_eq!(h.first_fit(0, PAGE_SIZE), Some(PAGE_SIZE));
+        h.occupy(0, u64::MAX);
+        assert_eq!(h.holes(), vec![]);
+        assert_eq!(h.first_fit(0, PAGE_SIZE), None);
+        h.release(u64::MAX - (PAGE_SIZE - 1), u64::MAX);
+        assert_eq!(h.first_fit(0, PAGE_SIZE), Some(u64::MAX - (PAGE_SIZE - 1)));
+        assert_eq!(h.first_fit(1, PAGE_SIZE), None);
+        h.release(0, u64::MAX - PAGE_SIZE);
+        assert_eq!(h.holes(), vec![(0, u64::MAX)]);
+    }
+}
