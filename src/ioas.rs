@@ -315,14 +315,16 @@ impl IoasState {
         // higher, so if this one's start runs past the limit, every one does.
         let (areas, reserved) = (&self.areas, &self.reserved);
         let holes = self.holes.get_or_insert_with(|| {
-            let mut h = Holes::default();
-            for (&s, a) in areas {
-                h.occupy(s, a.last);
-            }
-            for r in reserved {
-                h.occupy(r.first, r.last);
-            }
-            h
+            // Areas come sorted; the few reservations are sorted here and merged in.
+            let mut res: Vec<(u64, u64)> = reserved.iter().map(|r| (r.first, r.last)).collect();
+            res.sort_unstable();
+            let mut res = res.into_iter().peekable();
+            let mut areas = areas.iter().map(|(&s, a)| (s, a.last)).peekable();
+            Holes::around(std::iter::from_fn(|| match (areas.peek(), res.peek()) {
+                (Some(a), Some(r)) if r < a => res.next(),
+                (Some(_), _) => areas.next(),
+                (None, _) => res.next(),
+            }))
         });
         holes
             .first_fit(class, len)
@@ -506,6 +508,70 @@ fn aligned_room(first: u64, last: u64) -> [u64; 3] {
 }
 
 impl Holes {
+    /// The holes around `used` (ranges sorted by first IOVA, possibly overlapping), built in
+    /// O(n): the treap is put together left to right with a stack, then its maxima filled in.
+    fn around(used: impl Iterator<Item = (u64, u64)>) -> Holes {
+        let mut h = Holes {
+            nodes: Vec::new(),
+            spare: Vec::new(),
+            root: NIL,
+        };
+        // The right spine of the tree built so far.
+        let mut spine: Vec<u32> = Vec::new();
+        let mut push = |h: &mut Holes, first: u64, last: u64| {
+            let room = aligned_room(first, last);
+            let i = u32::try_from(h.nodes.len()).expect("fewer than 2^32 holes");
+            h.nodes.push(Hole {
+                first,
+                last,
+                prio: mix(first),
+                left: NIL,
+                right: NIL,
+                room,
+                best: room,
+            });
+            let mut below = NIL;
+            while let Some(&top) = spine.last() {
+                if h.node(top).prio >= h.node(i).prio {
+                    break;
+                }
+                below = top;
+                spine.pop();
+            }
+            h.node_mut(i).left = below;
+            if let Some(&top) = spine.last() {
+                h.node_mut(top).right = i;
+            }
+            spine.push(i);
+        };
+        // The next IOVA not known to be used; `None` once the space is used to its top.
+        let mut free = Some(0u64);
+        for (first, last) in used {
+            let Some(f) = free else { break };
+            if first > f {
+                push(&mut h, f, first - 1);
+            }
+            if last >= f {
+                free = last.checked_add(1);
+            }
+        }
+        if let Some(f) = free {
+            push(&mut h, f, u64::MAX);
+        }
+        h.root = spine.first().copied().unwrap_or(NIL);
+        h.fill_best(h.root);
+        h
+    }
+
+    /// Computes `best` in subtree `t`, bottom-up.
+    fn fill_best(&mut self, t: u32) {
+        if t != NIL {
+            self.fill_best(self.node(t).left);
+            self.fill_best(self.node(t).right);
+            self.update(t);
+        }
+    }
+
     fn node(&self, t: u32) -> &Hole {
         &self.nodes[t as usize]
     }
@@ -868,6 +934,17 @@ mod tests {
                 }
                 used[at..end].iter_mut().for_each(|u| *u = occupy);
                 prop_assert_eq!(h.holes(), expected(&used));
+                // Built at once from the used ranges, the index is the same.
+                let runs = expected(&used);
+                let mut gaps = Vec::new();
+                let mut next = 0u64;
+                for &(f, l) in &runs {
+                    if f > next {
+                        gaps.push((next, f - 1));
+                    }
+                    next = l.wrapping_add(1);
+                }
+                prop_assert_eq!(Holes::around(gaps.into_iter()).holes(), runs);
                 prop_assert_eq!(
                     h.contains(first, last),
                     !occupy || (first..=last).is_empty()
@@ -901,5 +978,21 @@ mod tests {
         assert_eq!(h.first_fit(1, PAGE_SIZE), None);
         h.release(0, u64::MAX - PAGE_SIZE);
         assert_eq!(h.holes(), vec![(0, u64::MAX)]);
+        // Built around nothing, around everything, around overlapping ranges.
+        assert_eq!(
+            Holes::around(std::iter::empty()).holes(),
+            vec![(0, u64::MAX)]
+        );
+        assert_eq!(Holes::around([(0, u64::MAX)].into_iter()).holes(), vec![]);
+        let used = [
+            (0x1000, 0x4fff),
+            (0x2000, 0x2fff),
+            (0x3000, 0x7fff),
+            (0x9000, u64::MAX),
+        ];
+        assert_eq!(
+            Holes::around(used.into_iter()).holes(),
+            vec![(0, 0xfff), (0x8000, 0x8fff)]
+        );
     }
 }
