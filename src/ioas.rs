@@ -472,12 +472,16 @@ pub(crate) struct Holes {
     /// Indices of unused nodes.
     spare: Vec<u32>,
     root: u32,
+    /// Mixed into every priority, random for each index: IOVAs (which a guest may choose)
+    /// cannot be picked to make the treap deep.
+    salt: u64,
 }
 
 struct Hole {
     first: u64,
     last: u64,
-    /// Heap priority (a hash of the first key the node had: the shape of a random BST).
+    /// Heap priority (a salted hash of the first key the node had: the shape of a random
+    /// BST).
     prio: u64,
     left: u32,
     right: u32,
@@ -492,6 +496,7 @@ impl Default for Holes {
             nodes: Vec::new(),
             spare: Vec::new(),
             root: NIL,
+            salt: random_salt(),
         };
         h.insert(0, u64::MAX);
         h
@@ -515,6 +520,7 @@ impl Holes {
             nodes: Vec::new(),
             spare: Vec::new(),
             root: NIL,
+            salt: random_salt(),
         };
         // The right spine of the tree built so far.
         let mut spine: Vec<u32> = Vec::new();
@@ -524,7 +530,7 @@ impl Holes {
             h.nodes.push(Hole {
                 first,
                 last,
-                prio: mix(first),
+                prio: mix(first ^ h.salt),
                 left: NIL,
                 right: NIL,
                 room,
@@ -677,7 +683,7 @@ impl Holes {
         let node = Hole {
             first,
             last,
-            prio: mix(first),
+            prio: mix(first ^ self.salt),
             left: NIL,
             right: NIL,
             room,
@@ -834,6 +840,14 @@ impl Holes {
             }
         }
     }
+}
+
+/// A random 64-bit value (from std's per-process random hash keys).
+fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
 /// SplitMix64's finalizer: a well-spread priority from a key.
