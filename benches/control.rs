@@ -1,8 +1,9 @@
 //! Criterion benches of the control plane: replace publish (and detach + attach for
 //! comparison), map + unmap of 4 KiB and 2 MiB pages, alone and with a second thread
 //! translating through the device at the same time (so `ioas_unmap`'s fence has a reader to
-//! wait for), map + unmap with the unmap fences batched by 32 (`ioas_unmap_deferred`), and
-//! `Device::pin` on one thread that serves nine `Iommu`s in turn.
+//! wait for), map + unmap with the unmap fences batched by 32 (`ioas_unmap_deferred`),
+//! `Device::pin` on one thread that serves nine `Iommu`s in turn, the fence alone
+//! (`synchronize`), and automatic IOVA allocation among 10 000 areas.
 //!
 //! Run with `cargo bench --bench control`; `docs/benchmarks.md` says what each group
 //! measures. The latency suite with percentiles and ratio targets is `viommu-perf`.
@@ -217,6 +218,7 @@ fn main() {
     map_unmap_batched(&mut c);
     pin_many_iommus(&mut c);
     fences(&mut c);
+    auto_map(&mut c);
     c.final_summary();
 }
 
@@ -244,6 +246,49 @@ fn fences(c: &mut Criterion) {
             b.iter(|| iommu.synchronize().expect("no guard held"))
         });
         stop.store(true, Ordering::Relaxed);
+    });
+    g.finish();
+}
+
+/// Automatic IOVA allocation (`ioas_map(ioas, None, ..)`) in an IOAS that already holds
+/// 10 000 one-page areas with a one-page hole after each: a two-page map must pass every
+/// small hole. No domain is attached, so this is the allocator and the area set alone. Only
+/// the maps are timed, in batches of 100 that are unmapped (untimed) before the next batch, so
+/// the IOAS stays at 10 000 areas.
+fn auto_map(c: &mut Criterion) {
+    const AREAS: u64 = 10_000;
+    const BATCH: u64 = 100;
+    let iommu = viommu::Iommu::new();
+    let ioas = iommu.ioas_alloc().expect("ioas_alloc");
+    for i in 0..AREAS {
+        iommu
+            .ioas_map(ioas, Some(i * 2 * PAGE), SCRATCH_TARGET, PAGE, Prot::RW)
+            .expect("map");
+    }
+    let mut g = c.benchmark_group("auto_map");
+    g.bench_function(BenchmarkId::new("two_pages", "10k_areas"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut done = 0;
+            let mut placed = Vec::with_capacity(BATCH as usize);
+            while done < iters {
+                let n = BATCH.min(iters - done);
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    placed.push(
+                        iommu
+                            .ioas_map(ioas, None, SCRATCH_TARGET, 2 * PAGE, Prot::RW)
+                            .expect("auto map"),
+                    );
+                }
+                total += t.elapsed();
+                for iova in placed.drain(..) {
+                    iommu.ioas_unmap(ioas, iova, 2 * PAGE).expect("unmap");
+                }
+                done += n;
+            }
+            black_box(total)
+        })
     });
     g.finish();
 }

@@ -28,6 +28,17 @@
 //!
 //! Each table counts its non-empty entries (`live`); the count is written only under the
 //! writer mutex, so `Relaxed` suffices for it.
+//!
+//! # Table reuse
+//!
+//! A table that an unmap emptied is all zeros. Once its grace period is over (the
+//! [`RetiredTables`] list is dropped by the thread that collects it) no reader can reach it,
+//! so up to [`POOL_TABLES`] of them go back to their page table's pool instead of to the
+//! allocator, and the next map that needs a table takes one from there: a 4 KiB map after a
+//! 4 KiB unmap then allocates and zeroes nothing. Pooled tables stay counted in
+//! `Counters::tables` (they are allocated memory); the pool is bounded and freed with its page
+//! table, so memory after `synchronize` is the baseline plus at most `POOL_TABLES` tables a
+//! page table.
 
 mod entry;
 
@@ -38,6 +49,7 @@ use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::translation::{Chunk, Fault, FaultKind};
 use crate::translation::{ChunkVec, Translation};
 use crate::types::{Access, Prot, PAGE_SIZE};
+use smallvec::SmallVec;
 use std::ptr::NonNull;
 
 /// IOVA bits translated by one level.
@@ -74,7 +86,81 @@ impl Drop for Table {
     }
 }
 
+/// Emptied tables a page table keeps for reuse, at most (about 33 KiB).
+#[cfg(not(viommu_loom))]
+pub(crate) const POOL_TABLES: usize = 8;
+/// None under loom: a retired table goes back to the pool at exactly the point where it would
+/// otherwise be freed (`RetiredTables::drop`, after its grace period), so the models check
+/// that point with the pool off, where the live-table count shows it (with a pooled table
+/// still counted, a premature hand-back would be invisible to them).
+#[cfg(viommu_loom)]
+pub(crate) const POOL_TABLES: usize = 0;
+
+/// A page table's reusable tables: emptied, unlinked, past their grace period, all zeros.
+/// Shared with the [`RetiredTables`] lists that return tables to it, which may outlive the
+/// page table (then `closed` is set and they free their tables instead).
+struct Pool {
+    state: Mutex<PoolState>,
+    counters: Arc<Counters>,
+}
+
+struct PoolState {
+    tables: Vec<NonNull<Table>>,
+    closed: bool,
+}
+
+// SAFETY: the pooled tables are unreachable by readers and owned by the pool alone; every
+// access goes through the mutex.
+unsafe impl Send for Pool {}
+// SAFETY: as above.
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    /// A pooled table, if there is one.
+    fn take(&self) -> Option<NonNull<Table>> {
+        lock(&self.state).tables.pop()
+    }
+
+    /// Keeps as many of `tables` for reuse as there is room for (one lock); returns the
+    /// rest, for the caller to free.
+    fn give<'t>(&self, tables: &'t [NonNull<Table>]) -> &'t [NonNull<Table>] {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return tables;
+        }
+        let keep = POOL_TABLES
+            .saturating_sub(st.tables.len())
+            .min(tables.len());
+        st.tables.extend_from_slice(&tables[..keep]);
+        &tables[keep..]
+    }
+
+    /// Frees every pooled table and refuses new ones (the page table is being dropped).
+    fn close(&self) {
+        let tables = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            std::mem::take(&mut st.tables)
+        };
+        for t in tables {
+            // SAFETY: pooled tables are unreachable by readers and owned by the pool.
+            unsafe { Table::free(t, &self.counters) };
+        }
+    }
+}
+
 impl Table {
+    /// Frees a table that no reader can reach and that nothing else owns.
+    ///
+    /// # Safety
+    ///
+    /// `table` came from [`Table::alloc`], is unreachable by readers and is freed once.
+    unsafe fn free(table: NonNull<Table>, counters: &Counters) {
+        // SAFETY: allocated by `Table::alloc` as a Box; the caller guarantees the rest.
+        drop(unsafe { Box::from_raw(table.as_ptr()) });
+        counters.tables.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn alloc(counters: &Counters) -> NonNull<Table> {
         let table = Box::new(Table {
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -106,6 +192,8 @@ pub(crate) struct PageTable {
     aperture_last: u64,
     writer: Mutex<()>,
     counters: Arc<Counters>,
+    /// Emptied tables kept for reuse (see the module docs).
+    pool: Arc<Pool>,
 }
 
 // SAFETY: the tables behind the raw pointers are only read and written through atomics;
@@ -130,6 +218,13 @@ impl PageTable {
             levels,
             aperture_last,
             writer: Mutex::new(()),
+            pool: Arc::new(Pool {
+                state: Mutex::new(PoolState {
+                    tables: Vec::new(),
+                    closed: false,
+                }),
+                counters: counters.clone(),
+            }),
             counters,
         }
     }
@@ -327,14 +422,31 @@ impl PageTable {
                 // SAFETY: a valid table entry points to a live table (see above).
                 table = unsafe { NonNull::new_unchecked(cur.table_ptr() as *mut Table) };
             } else {
-                let child = Table::alloc(&self.counters);
+                let child = self.alloc_table();
                 // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
-                // zeroed entries are visible to a reader that follows this link.
+                // zeroed entries are visible to a reader that follows this link (for a pooled
+                // table, its clearing stores happen before the pool's mutex handed it to us).
                 slot.store(Pte::table(child.as_ptr() as *const u8).0, Ordering::Release);
                 t.live.fetch_add(1, Ordering::Relaxed);
                 table = child;
             }
             level -= 1;
+        }
+    }
+
+    /// An all-zero table for `install`: a pooled one, else a fresh one.
+    fn alloc_table(&self) -> NonNull<Table> {
+        match self.pool.take() {
+            Some(t) => {
+                debug_assert!({
+                    // SAFETY: pooled tables are alive and owned by the pool (now by us).
+                    let tr = unsafe { t.as_ref() };
+                    tr.live.load(Ordering::Relaxed) == 0
+                        && tr.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0)
+                });
+                t
+            }
+            None => Table::alloc(&self.counters),
         }
     }
 
@@ -403,7 +515,7 @@ impl PageTable {
                 // ORDERING: Release pairs with the Acquire load in `lookup`.
                 slot.store(0, Ordering::Release);
                 t.live.fetch_sub(1, Ordering::Relaxed);
-                retired.push(child, &self.counters);
+                retired.push(child, &self.pool);
             }
         }
     }
@@ -430,29 +542,33 @@ impl PageTable {
                 }
             }
         }
-        // SAFETY: allocated by `Table::alloc` as a Box; freed exactly once.
-        drop(unsafe { Box::from_raw(table.as_ptr()) });
-        self.counters.tables.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: allocated by `Table::alloc`; unreachable and freed once (the caller).
+        unsafe { Table::free(table, &self.counters) };
     }
 }
 
 /// Page-table nodes an unmap unlinked, waiting for their grace period
-/// ([`crate::grace::Garbage::Tables`]); dropping this frees them.
+/// ([`crate::grace::Garbage::Tables`]); dropping this hands them back to their page tables'
+/// pools (bounded) or frees them.
 #[derive(Default)]
 pub(crate) struct RetiredTables {
-    tables: Vec<NonNull<Table>>,
-    counters: Option<Arc<Counters>>,
+    /// The nodes, inline for a few (a 4 KiB unmap empties up to three).
+    tables: SmallVec<[NonNull<Table>; 4]>,
+    /// The pool of each run of `tables`: `(pool, end)` covers `tables[previous end .. end]`.
+    pools: SmallVec<[(Arc<Pool>, usize); 1]>,
 }
 
 // SAFETY: the nodes are unlinked and owned by this list alone; nothing else touches them.
 unsafe impl Send for RetiredTables {}
 
 impl RetiredTables {
-    fn push(&mut self, table: NonNull<Table>, counters: &Arc<Counters>) {
-        if self.counters.is_none() {
-            self.counters = Some(counters.clone());
-        }
+    fn push(&mut self, table: NonNull<Table>, pool: &Arc<Pool>) {
         self.tables.push(table);
+        let end = self.tables.len();
+        match self.pools.last_mut() {
+            Some((p, e)) if Arc::ptr_eq(p, pool) => *e = end,
+            _ => self.pools.push((pool.clone(), end)),
+        }
     }
 
     /// True if nothing was retired.
@@ -463,15 +579,17 @@ impl RetiredTables {
 
 impl Drop for RetiredTables {
     fn drop(&mut self) {
-        let n = self.tables.len();
-        for table in self.tables.drain(..) {
-            // SAFETY: unlinked (no new reader can reach it) and empty (it owns no children);
-            // the list is dropped only after a grace period, when no guard that reached it
-            // before the unlink is alive; each node is in one list once.
-            drop(unsafe { Box::from_raw(table.as_ptr()) });
-        }
-        if let Some(c) = &self.counters {
-            c.tables.fetch_sub(n, Ordering::Relaxed);
+        let mut begin = 0;
+        for (pool, end) in self.pools.drain(..) {
+            // Each node is unlinked (no new reader can reach it) and empty (all zeros, no
+            // children); the list is dropped only after a grace period, when no guard that
+            // reached it before the unlink is alive; each node is in one list once. So it may
+            // be reused as a fresh table, or freed.
+            for &table in pool.give(&self.tables[begin..end]) {
+                // SAFETY: as above.
+                unsafe { Table::free(table, &pool.counters) };
+            }
+            begin = end;
         }
     }
 }
@@ -481,6 +599,8 @@ impl Drop for PageTable {
         // SAFETY: a page table is dropped with its domain, when the last reference to the
         // domain is gone: no reader holds it, so no reader can reach any of its tables.
         unsafe { self.free_tree(self.root, self.levels - 1) };
+        // Retired lists still waiting for their grace period free their nodes from now on.
+        self.pool.close();
     }
 }
 

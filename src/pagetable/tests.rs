@@ -211,11 +211,17 @@ fn unmap_clears_leaves_and_retires_emptied_tables() {
     assert!(tr(&r, &pt, 5 << 39, K4, Access::Read).is_err());
     assert!(tr(&r, &pt, (5 << 39) + G1, K4, Access::Read).is_ok());
     unmap(&pt, (5 << 39) + G1, G1);
+    // The three emptied tables went to the pool (still counted), not to the allocator ...
     assert_eq!(
         r.counters.tables.load(Ordering::Relaxed),
-        base,
-        "emptied tables freed"
+        base + 3,
+        "emptied tables pooled"
     );
+    // ... and the next map that needs tables takes them from there.
+    pt.map(7 << 39, 0x5000, K4, Prot::RW);
+    assert_eq!(r.counters.tables.load(Ordering::Relaxed), base + 3);
+    assert!(tr(&r, &pt, 7 << 39, K4, Access::Read).is_ok());
+    unmap(&pt, 7 << 39, K4);
     // Neighbours on both sides of an unmapped page stay.
     pt.map(0, 0x1000, 3 * K4, Prot::RW);
     unmap(&pt, 0, 3 * K4);
@@ -236,6 +242,32 @@ fn drop_frees_every_table() {
         pt.map(0, 0, 64 * M2 + 5 * K4, Prot::RW);
         pt.map(1 << 40, 0x1000, 3 * K4, Prot::RW);
         assert!(r.counters.tables.load(Ordering::Relaxed) > 4);
+    }
+    assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn the_pool_is_bounded_and_freed_with_its_table() {
+    let r = owner();
+    {
+        let pt = PageTable::new(48, r.counters.clone());
+        // 20 pages a GiB apart: one L1 table each, below one L2 table (and the L3 root).
+        for i in 0..20u64 {
+            pt.map(i * G1, 0x1000, K4, Prot::RW);
+        }
+        // Root, one L2, and an L1 and an L0 table a page.
+        assert_eq!(r.counters.tables.load(Ordering::Relaxed), 1 + 1 + 20 + 20);
+        unmap(&pt, 0, 20 * G1);
+        // 41 tables emptied: POOL_TABLES kept, the rest freed.
+        assert_eq!(r.counters.tables.load(Ordering::Relaxed), 1 + POOL_TABLES);
+        // A retired list that outlives its page table frees its nodes.
+        pt.map(0, 0x1000, K4, Prot::RW);
+        let mut retired = RetiredTables::default();
+        pt.unmap(0, K4, &mut retired);
+        assert!(!retired.is_empty());
+        drop(pt);
+        assert_eq!(r.counters.tables.load(Ordering::Relaxed), 3);
+        drop(retired);
     }
     assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0);
 }
