@@ -238,6 +238,11 @@ impl IoasState {
         self.refresh_limit();
     }
 
+    /// Every domain mirroring this IOAS, committed or pending.
+    pub(crate) fn domains(&self) -> impl Iterator<Item = &Arc<Domain>> {
+        self.domains.iter().map(|(_, d)| d)
+    }
+
     /// HWPTs built on this IOAS (pending domains do not count: their call may still fail).
     pub(crate) fn hwpt_count(&self) -> usize {
         self.domains.iter().filter(|(id, _)| id.is_some()).count()

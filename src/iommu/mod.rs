@@ -142,7 +142,31 @@ impl Iommu {
         grace.synchronize();
         grace.collect();
         grace.wait_for_frees();
+        self.release_table_pools();
         Ok(())
+    }
+
+    /// Frees the emptied page-table nodes every live domain keeps for its next maps, so that
+    /// after `synchronize` memory is back to its baseline (G9). One IOAS lock at a time, held
+    /// only to copy its list of domains.
+    fn release_table_pools(&self) {
+        let ioases: Vec<_> = self
+            .objects()
+            .map
+            .values()
+            .filter_map(|o| match o {
+                Obj::Ioas(ioas) => Some(ioas.clone()),
+                _ => None,
+            })
+            .collect();
+        for ioas in ioases {
+            let domains: Vec<_> = crate::sync::lock(&ioas.state).domains().cloned().collect();
+            for domain in domains {
+                if let Some(pt) = domain.page_table() {
+                    pt.release_pool();
+                }
+            }
+        }
     }
 
     /// Frees retired memory whose grace period is over, without waiting for any guard; a VMM

@@ -135,6 +135,16 @@ impl Pool {
         &tables[keep..]
     }
 
+    /// Frees every pooled table (`Iommu::synchronize`, so that memory returns to its
+    /// baseline, G9); the pool fills again with later unmaps.
+    fn drain(&self) {
+        let tables = std::mem::take(&mut lock(&self.state).tables);
+        for t in tables {
+            // SAFETY: pooled tables are unreachable by readers and owned by the pool.
+            unsafe { Table::free(t, &self.counters) };
+        }
+    }
+
     /// Frees every pooled table and refuses new ones (the page table is being dropped).
     fn close(&self) {
         let tables = {
@@ -232,6 +242,11 @@ impl PageTable {
     /// The last IOVA this table can map.
     pub(crate) fn aperture_last(&self) -> u64 {
         self.aperture_last
+    }
+
+    /// Frees the emptied tables kept for reuse (see [`POOL_TABLES`]).
+    pub(crate) fn release_pool(&self) {
+        self.pool.drain();
     }
 
     /// Finds the leaf that maps `iova`: its entry and level.
