@@ -87,7 +87,7 @@
 //!
 //! The other way, [`Permissions::from`] takes an [`Access`] or a [`Prot`], and
 //! [`Prot::try_from`] a `Permissions` (`No` has no `Prot`: `EINVAL`). A
-//! [`Fault`](crate::Fault) becomes [`IommuError::CannotResolve`] whose `iova_range` starts at
+//! [`Fault`] becomes [`IommuError::CannotResolve`] whose `iova_range` starts at
 //! the faulting IOVA and runs to the end of the request (as vm-memory's own `Iotlb` reports a
 //! miss), and whose `reason` is the fault's text; [`GuestMemoryError::IommuError`] carries it
 //! out of `IommuMemory`. A request whose end does not fit in 64 bits is `CannotResolve` too.
