@@ -97,6 +97,18 @@
 //! vm-memory defines bypass. A zero-length request pins, walks nothing and yields nothing
 //! (vm-memory's empty iterator), also for a blocked device.
 //!
+//! # Cost
+//!
+//! `cargo bench --features vm-memory --bench vm_memory` reads 512 bytes through
+//! `IommuMemory` on one idle thread. On a shared 2-core machine (noisy: other builds ran) it
+//! measured 136 ns through `DeviceIommu` against 78 ns for vm-memory's `RwLock<Iotlb>`
+//! pattern and 33 ns for bypass, with one buffer read again and again; 179 ns against 107 ns
+//! over 256 scattered pages. The pin and the walk take about 20 ns of it; vm-memory's
+//! `Iotlb::lookup` and iteration (the baseline pays them too) about 20 %; most of the rest
+//! is moving the guard (the scratch `Iotlb` and the `DmaGuard`, some 120 bytes) by value
+//! through `Iotlb::lookup` and vm-memory's iterators, where the baseline moves a two-word
+//! `RwLockReadGuard`.
+//!
 //! [`GuestMemoryError::IommuError`]: ::vm_memory::GuestMemoryError::IommuError
 
 use crate::{Access, Chunk, Device, DmaGuard, Error, Fault, FaultKind, Prot, PAGE_SIZE};
