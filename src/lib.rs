@@ -106,6 +106,7 @@
 //! | feature | what |
 //! | --- | --- |
 //! | `virtio-iommu` | `viommu::virtio_iommu`: a virtio-iommu device model (virtio 1.3, section 5.13) that turns request bytes into reply bytes over an [`Iommu`] (off by default) |
+//! | `vm-memory` | `viommu::vm_memory`: `DeviceIommu`, rust-vmm vm-memory 0.18's `Iommu` trait over a [`Device`], so `IommuMemory` and virtio-queue translate through viommu, fenced per access (off by default) |
 //!
 //! Everything else is always built. The `viommu_loom` cfg
 //! (set by `scripts/loom.sh`) rebuilds the crate
@@ -137,6 +138,8 @@ mod translation;
 mod types;
 #[cfg(feature = "virtio-iommu")]
 pub mod virtio_iommu;
+#[cfg(feature = "vm-memory")]
+pub mod vm_memory;
 
 /// The README's example, compiled and run as a doctest so it stays true.
 #[cfg(doctest)]
