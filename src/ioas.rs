@@ -29,12 +29,17 @@ pub(crate) struct Reservation {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) dev: ObjId,
+    /// The attachment that brought it: 0 for the RID, else a PASID.
+    pub(crate) pasid: u32,
 }
 
-/// What an attached device contributes to an IOAS.
+/// What an attached device contributes to an IOAS, per attachment: its RID (PASID 0) or one
+/// of its PASIDs (a PASID domain obeys the device's aperture and reserved ranges as the RID
+/// domain does).
 #[derive(Clone)]
 pub(crate) struct DeviceLimits {
     pub(crate) dev: ObjId,
+    pub(crate) pasid: u32,
     pub(crate) aperture_last: u64,
     pub(crate) reserved: Vec<(u64, u64)>,
 }
@@ -69,8 +74,8 @@ pub(crate) struct IoasState {
     /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
     pub(crate) domains: Vec<(Option<ObjId>, Arc<Domain>)>,
     pub(crate) reserved: Vec<Reservation>,
-    /// Aperture ends of the attached devices.
-    pub(crate) apertures: Vec<(ObjId, u64)>,
+    /// Aperture ends of the attached devices, by attachment (device, PASID or 0).
+    pub(crate) apertures: Vec<((ObjId, u32), u64)>,
 }
 
 impl IoasState {
@@ -130,19 +135,22 @@ impl IoasState {
 
     /// Records an attached device's reservations and aperture (after the checks passed).
     pub(crate) fn add_device(&mut self, dev: &DeviceLimits) {
-        self.apertures.push((dev.dev, dev.aperture_last));
+        self.apertures
+            .push(((dev.dev, dev.pasid), dev.aperture_last));
         self.reserved
             .extend(dev.reserved.iter().map(|&(first, last)| Reservation {
                 first,
                 last,
                 dev: dev.dev,
+                pasid: dev.pasid,
             }));
     }
 
-    /// Forgets a device that left this IOAS.
-    pub(crate) fn remove_device(&mut self, dev: ObjId) {
-        self.apertures.retain(|&(d, _)| d != dev);
-        self.reserved.retain(|r| r.dev != dev);
+    /// Forgets an attachment (a device's RID, `pasid` 0, or one of its PASIDs) that left this
+    /// IOAS; the device's other attachments to it keep their reservations.
+    pub(crate) fn remove_device(&mut self, dev: ObjId, pasid: u32) {
+        self.apertures.retain(|&(a, _)| a != (dev, pasid));
+        self.reserved.retain(|r| (r.dev, r.pasid) != (dev, pasid));
     }
 
     /// Fills `domain` with every area of this IOAS and adds it to the mirror list as

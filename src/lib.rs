@@ -132,6 +132,7 @@ mod group;
 mod ioas;
 mod iommu;
 mod pagetable;
+mod pasid;
 mod sync;
 mod translation;
 mod types;
@@ -149,5 +150,5 @@ pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use translation::{Translation, INLINE_CHUNKS};
 pub use types::{
     Access, Chunk, DeviceInfo, Fault, FaultKind, GroupId, HwptFlags, ObjId, ObjKind, Prot,
-    PAGE_SIZE,
+    MAX_PASID_BITS, PAGE_SIZE,
 };

@@ -84,7 +84,7 @@ impl Iommu {
         let (ioas, bits, limits) = {
             let objects = self.objects();
             let d = objects.device(dev)?;
-            let (bits, limits) = (d.iova_bits, d.limits(dev));
+            let (bits, limits) = (d.iova_bits, d.limits(dev, 0));
             let ioas = match objects.get(pt)? {
                 Obj::Ioas(i) => i.clone(),
                 Obj::Hwpt(_) => {
