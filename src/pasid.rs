@@ -31,8 +31,8 @@
 //! reaches two leaves.
 
 use crate::group::ActiveCell;
-use crate::sync::{lock, Arc, AtomicPtr, Mutex, Ordering};
-use std::collections::HashMap;
+use crate::sync::{lock, ptr_mut, Arc, AtomicPtr, Mutex, Ordering};
+use std::collections::BTreeMap;
 use std::ptr::null_mut;
 
 /// log2 of the cells in one leaf.
@@ -54,8 +54,9 @@ pub(crate) struct PasidTable {
     limit: u32,
     top: Box<[AtomicPtr<Leaf>]>,
     /// Every cell an entry ever pointed to, by PASID: what keeps a cell a reader may have
-    /// loaded alive (a device's cell for a PASID is always its group's one cell for it).
-    keep: Mutex<HashMap<u32, Arc<ActiveCell>>>,
+    /// loaded alive (a device's cell for a PASID is always its group's one cell for it). A
+    /// `BTreeMap`, not a `HashMap`: its drop order (of loom `Arc`s) must be deterministic.
+    keep: Mutex<BTreeMap<u32, Arc<ActiveCell>>>,
 }
 
 impl PasidTable {
@@ -70,7 +71,7 @@ impl PasidTable {
         PasidTable {
             limit,
             top: (0..leaves).map(|_| AtomicPtr::new(null_mut())).collect(),
-            keep: Mutex::new(HashMap::new()),
+            keep: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -138,9 +139,9 @@ impl PasidTable {
 
 impl Drop for PasidTable {
     fn drop(&mut self) {
-        for slot in self.top.iter() {
-            // ORDERING: Relaxed: `&mut self`, no reader is left.
-            let leaf = slot.load(Ordering::Relaxed);
+        for slot in self.top.iter_mut() {
+            // `&mut self`: no reader is left.
+            let leaf = ptr_mut(slot);
             if !leaf.is_null() {
                 // SAFETY: from `Box::into_raw` in `set`, linked once, freed once here.
                 drop(unsafe { Box::from_raw(leaf) });

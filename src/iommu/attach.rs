@@ -24,7 +24,7 @@ use crate::ioas::{DeviceLimits, Ioas};
 use crate::pasid::PasidTable;
 use crate::sync::{lock, Arc, AtomicBool, Ordering};
 use crate::types::{DeviceInfo, GroupId, ObjId, MAX_PASID_BITS, PAGE_SIZE};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// What one planning pass of attach or replace ended with.
 enum Step {
@@ -203,7 +203,7 @@ impl Iommu {
             )),
             devices: Vec::new(),
             hwpt: None,
-            pasids: HashMap::new(),
+            pasids: BTreeMap::new(),
         });
         g.devices.push(id);
         let shared = Arc::new(DeviceShared {
@@ -226,7 +226,7 @@ impl Iommu {
                 shared,
                 hwpt: None,
                 pasid_bits: info.pasid_bits,
-                pasids: HashMap::new(),
+                pasids: BTreeMap::new(),
             }),
         );
         Ok((id, device))

@@ -11,7 +11,7 @@ use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas, IoasState};
 use crate::sync::{lock, Arc, MutexGuard};
 use crate::types::{GroupId, ObjId, ObjKind};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The table itself.
 #[derive(Default)]
@@ -58,7 +58,7 @@ pub(super) struct DeviceObj {
     pub(super) hwpt: Option<ObjId>,
     pub(super) pasid_bits: u8,
     /// The HWPT of each attached PASID.
-    pub(super) pasids: HashMap<u32, ObjId>,
+    pub(super) pasids: BTreeMap<u32, ObjId>,
 }
 
 impl DeviceObj {
@@ -93,8 +93,9 @@ pub(super) struct GroupCtl {
     /// The HWPT the group is attached to; `None`: the blocked domain.
     pub(super) hwpt: Option<ObjId>,
     /// The cell of every PASID a device of the group ever attached; kept (blocked, `hwpt`
-    /// `None`) when the last device detaches, so a re-attach reuses it.
-    pub(super) pasids: HashMap<u32, PasidCtl>,
+    /// `None`) when the last device detaches, so a re-attach reuses it. Ordered, so that the
+    /// cells drop in the same order every time (loom replays executions).
+    pub(super) pasids: BTreeMap<u32, PasidCtl>,
 }
 
 /// One PASID of a group.
