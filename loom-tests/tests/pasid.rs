@@ -151,3 +151,57 @@ fn first_pasid_attach_vs_lookup() {
 fn first_pasid_attach_in_existing_leaf_vs_lookup() {
     first_attach_vs_lookup("first_pasid_attach_in_existing_leaf_vs_lookup", true);
 }
+
+/// G6 per device and PASID: device A detaches PASID 1 while a reader translates through
+/// `A.pin_pasid(1)`; device B of the same group keeps PASID 1 attached, so the group's cell
+/// stays on the domain and only A's table entry (and the fence) can block A. A guard of A that
+/// translated is never alive after `device_detach_pasid` returned, and a guard of A made after
+/// it faults `Blocked`, while B still translates.
+#[test]
+fn detach_pasid_vs_pin_pasid() {
+    model("detach_pasid_vs_pin_pasid", || {
+        let iommu = Iommu::new();
+        let (a_id, a) = bind_pasid(&iommu);
+        let (b_id, b) = bind_pasid(&iommu);
+        let ioas = ioas_with_page(&iommu, IOVA, NEW);
+        let hwpt = iommu.device_attach_pasid(a_id, 1, ioas).unwrap();
+        assert_eq!(iommu.device_attach_pasid(b_id, 1, ioas), Ok(hwpt));
+        let detached = Arc::new(AtomicBool::new(false));
+
+        let reader = {
+            let (a, detached) = (a.clone(), detached.clone());
+            thread::spawn(move || {
+                {
+                    let guard = a.pin_pasid(1);
+                    match page_target(&guard, IOVA) {
+                        Ok(target) => {
+                            assert_eq!(target, NEW);
+                            assert!(
+                                // ORDERING: Acquire pairs with the writer's Release.
+                                !detached.load(Ordering::Acquire),
+                                "device_detach_pasid returned while a guard of the device lives"
+                            );
+                        }
+                        Err(kind) => assert_eq!(kind, FaultKind::Blocked),
+                    }
+                }
+                // ORDERING: Acquire pairs with the writer's Release.
+                let after = detached.load(Ordering::Acquire);
+                let r = page_target(&a.pin_pasid(1), IOVA);
+                assert_after_fence(r, after, NEW, FaultKind::Blocked, "device_detach_pasid");
+            })
+        };
+        iommu.device_detach_pasid(a_id, 1).unwrap();
+        // ORDERING: Release pairs with the reader's Acquire loads.
+        detached.store(true, Ordering::Release);
+        reader.join().unwrap();
+
+        assert_eq!(
+            page_target(&b.pin_pasid(1), IOVA),
+            Ok(NEW),
+            "B keeps PASID 1"
+        );
+        iommu.device_detach_pasid(b_id, 1).unwrap();
+        assert_nothing_live(&iommu);
+    });
+}
