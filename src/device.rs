@@ -4,14 +4,16 @@
 //! `Device::pin` takes a guard slot of the calling thread ([`crate::grace`]), loads the
 //! device's attached flag and its group's generation, and uses the thread's cached snapshot of
 //! the group's domain when the generation is unchanged (else one load of the group's cell);
-//! `DmaGuard::translate` is a page-table walk. None of it takes a lock, makes a syscall, frees
+//! `DmaGuard::translate` is a page-table walk. `Device::pin_pasid` does the same through the
+//! cell of one PASID, found in the device's PASID table ([`crate::pasid`]). None of it takes a lock, makes a syscall, frees
 //! or allocates (a translation of at most [`crate::translation::INLINE_CHUNKS`] pieces is
 //! returned inline), and the only writes are to the calling thread's own slot and cache (G11,
 //! G13).
 
-use crate::grace::{Grace, Pin};
-use crate::group::GroupShared;
+use crate::grace::{DomainCache, Grace, Pin};
+use crate::group::{ActiveCell, GroupShared};
 use crate::pagetable::PageTable;
+use crate::pasid::PasidTable;
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::translation::Translation;
 use crate::translation::{Fault, FaultKind};
@@ -28,6 +30,8 @@ pub(crate) struct DeviceShared {
     /// cleared before the detach fence.
     pub(crate) attached: AtomicBool,
     pub(crate) aperture_last: u64,
+    /// The cells of the PASIDs the device has attached ([`crate::pasid`]).
+    pub(crate) pasids: PasidTable,
 }
 
 /// A bound device, as its DMA threads see it: `Clone + Send + Sync`, cheap to clone, and the
@@ -52,36 +56,54 @@ impl Device {
             // ORDERING: Acquire pairs with the Release store in attach that follows the
             // group's publish: a device seen attached also sees its group's domain.
             let attached = inner.attached.load(Ordering::Acquire);
-            // The snapshot: the thread's cached page table of the group's domain if the
-            // group's generation is the one it was cached under, else one load of the
-            // group's cell. Safe because a generation is never reused, and a domain swapped
-            // out of the cell is kept alive by the control plane until every guard pinned
-            // before the swap's generation store is gone (this guard's pin came first: see
-            // `crate::grace`).
-            let generation = group.generation();
-            // The mask elides the bounds check (`cache_way` is already below `CACHE_WAYS`).
-            let way = &mut cache.ways[group.cache_way & (crate::grace::CACHE_WAYS - 1)];
-            if way.0 != generation {
-                // SAFETY: the cell's current domain, protected by the pin from here on (as
-                // above).
-                let domain = unsafe { &*group.active_ptr() };
-                // Null for the blocked domain.
-                let table = domain
-                    .page_table()
-                    .map_or(std::ptr::null(), |pt| pt as *const PageTable);
-                *way = (generation, table as usize);
-            }
+            let table = snapshot(cache, group.cache_way, &group.rid);
             // Null too for a detached device: the guard faults `Blocked`.
             if attached {
-                way.1 as *const PageTable
+                table
             } else {
                 std::ptr::null()
             }
         });
+        self.guard(pin, table)
+    }
+
+    /// Pins the current thread and takes one snapshot of the domain attached at PASID `pasid`
+    /// of this device: [`Device::pin`] for PASID-tagged DMA. `pin_pasid(0)` is `pin()`.
+    ///
+    /// With nothing attached at `pasid` (for this device), or `pasid` outside the device's
+    /// range (`DeviceInfo::pasid_bits`), the guard faults `Blocked`. Like `pin`, it takes no
+    /// lock, allocates nothing and writes only the thread's own slot and cache.
+    #[inline]
+    pub fn pin_pasid(&self, pasid: u32) -> DmaGuard<'_> {
+        if pasid == 0 {
+            return self.pin();
+        }
+        let inner = &*self.inner;
+        let (pin, table) = inner.grace.pin(|cache| {
+            // Under the pin (the lookup's loads come after the slot store): a device whose
+            // entry `device_detach_pasid` cleared before its fence is found empty by every
+            // guard the fence does not wait for.
+            match inner.pasids.lookup(pasid) {
+                // PASID `p` takes the `p`-th way after the group's: a way is validated by the
+                // cell's generation, unique to one publish of one cell, so sharing ways
+                // between cells costs evictions, never a wrong domain.
+                Some(cell) => snapshot(
+                    cache,
+                    inner.group.cache_way.wrapping_add(pasid as usize),
+                    cell,
+                ),
+                None => std::ptr::null(),
+            }
+        });
+        self.guard(pin, table)
+    }
+
+    #[inline(always)]
+    fn guard(&self, pin: Pin, table: *const PageTable) -> DmaGuard<'_> {
         DmaGuard {
             _pin: pin,
             table,
-            aperture_last: inner.aperture_last,
+            aperture_last: self.inner.aperture_last,
             _device: PhantomData,
         }
     }
@@ -105,6 +127,30 @@ impl Device {
     pub fn group(&self) -> GroupId {
         self.inner.group.id
     }
+}
+
+/// The snapshot of `cell`'s domain (its page table, null for the blocked domain) through way
+/// `way` of the thread's cache: the cached table if the cell's generation is the one the way
+/// was filled under, else one load of the cell. Called under a guard's pin.
+///
+/// Safe because a generation is never reused (by any cell of the `Iommu`), and a domain
+/// swapped out of a cell is kept alive by the control plane until every guard pinned before
+/// the swap's generation store is gone (this guard's pin came first: see `crate::grace`).
+#[inline(always)]
+fn snapshot(cache: &mut DomainCache, way: usize, cell: &ActiveCell) -> *const PageTable {
+    let generation = cell.generation();
+    // The mask elides the bounds check.
+    let way = &mut cache.ways[way & (crate::grace::CACHE_WAYS - 1)];
+    if way.0 != generation {
+        // SAFETY: the cell's current domain, protected by the pin from here on (as above).
+        let domain = unsafe { &*cell.active_ptr() };
+        // Null for the blocked domain.
+        let table = domain
+            .page_table()
+            .map_or(std::ptr::null(), |pt| pt as *const PageTable);
+        *way = (generation, table as usize);
+    }
+    way.1 as *const PageTable
 }
 
 impl fmt::Debug for Device {

@@ -121,6 +121,57 @@ pub enum Error {
         /// The range given.
         range: Range<u64>,
     },
+    /// `EINVAL`: `DeviceInfo::pasid_bits` above [`crate::MAX_PASID_BITS`] (20).
+    #[error("DeviceInfo::pasid_bits is {bits}, but it must be at most 20")]
+    InvalidPasidBits {
+        /// The width given.
+        bits: u8,
+    },
+    /// `EINVAL`: PASID 0 (the RID: use the calls without `_pasid`) or a PASID at or above
+    /// `1 << pasid_bits` of the device.
+    #[error(
+        "PASID {pasid} is not valid for device {dev} (it takes PASIDs 1 .. 1 << {pasid_bits})"
+    )]
+    InvalidPasid {
+        /// The device.
+        dev: ObjId,
+        /// The PASID given.
+        pasid: u32,
+        /// The device's `DeviceInfo::pasid_bits`.
+        pasid_bits: u8,
+    },
+    /// `EBUSY`: attach of a PASID the device already has attached (even to the same HWPT: use
+    /// `device_replace_pasid`).
+    #[error("device {dev} already has PASID {pasid} attached (to HWPT {hwpt}); use device_replace_pasid to move it")]
+    PasidBusy {
+        /// The device.
+        dev: ObjId,
+        /// The PASID.
+        pasid: u32,
+        /// The HWPT it is attached to.
+        hwpt: ObjId,
+    },
+    /// `EINVAL`: attach of a PASID that another device of the group has attached to another
+    /// HWPT (a group's devices share one domain per PASID).
+    #[error("PASID {pasid} of group {group:?} is attached to HWPT {current}, not {requested}")]
+    PasidOnOtherHwpt {
+        /// The device's group.
+        group: GroupId,
+        /// The PASID.
+        pasid: u32,
+        /// The HWPT the group's PASID is on.
+        current: ObjId,
+        /// The HWPT (or IOAS) asked for.
+        requested: ObjId,
+    },
+    /// `EINVAL`: replace or detach of a PASID the device does not have attached.
+    #[error("device {dev} has no domain attached at PASID {pasid}")]
+    PasidNotAttached {
+        /// The device.
+        dev: ObjId,
+        /// The PASID.
+        pasid: u32,
+    },
     /// `EINVAL`: a map without `READ` or `WRITE`.
     #[error("a mapping needs READ, WRITE or both, not {prot:?}")]
     NoPermission {
@@ -228,8 +279,12 @@ impl Error {
             | Error::InvalidIovaBits { .. }
             | Error::EmptyReservedRange { .. }
             | Error::NoPermission { .. }
+            | Error::InvalidPasidBits { .. }
+            | Error::InvalidPasid { .. }
+            | Error::PasidOnOtherHwpt { .. }
+            | Error::PasidNotAttached { .. }
             | Error::InvalidArgument(_) => errno::EINVAL,
-            Error::Busy { .. } | Error::AutoHwpt { .. } => errno::EBUSY,
+            Error::Busy { .. } | Error::AutoHwpt { .. } | Error::PasidBusy { .. } => errno::EBUSY,
             Error::NoSpace { .. } | Error::IdsExhausted => errno::ENOSPC,
             Error::ReservedInUse { .. } => errno::EADDRINUSE,
             Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
@@ -336,6 +391,33 @@ mod tests {
             (Error::EmptyReservedRange { range: 5..5 }, 22),
             (Error::NoPermission { prot: Prot(0) }, 22),
             (Error::InvalidArgument("x"), 22),
+            (Error::InvalidPasidBits { bits: 21 }, 22),
+            (
+                Error::InvalidPasid {
+                    dev: id,
+                    pasid: 0,
+                    pasid_bits: 4,
+                },
+                22,
+            ),
+            (
+                Error::PasidBusy {
+                    dev: id,
+                    pasid: 1,
+                    hwpt: id,
+                },
+                16,
+            ),
+            (
+                Error::PasidOnOtherHwpt {
+                    group: GroupId(1),
+                    pasid: 1,
+                    current: id,
+                    requested: ObjId(8),
+                },
+                22,
+            ),
+            (Error::PasidNotAttached { dev: id, pasid: 1 }, 22),
             (
                 Error::Busy {
                     id,

@@ -29,12 +29,17 @@ pub(crate) struct Reservation {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) dev: ObjId,
+    /// The attachment that brought it: 0 for the RID, else a PASID.
+    pub(crate) pasid: u32,
 }
 
-/// What an attached device contributes to an IOAS.
+/// What an attached device contributes to an IOAS, per attachment: its RID (PASID 0) or one
+/// of its PASIDs (a PASID domain obeys the device's aperture and reserved ranges as the RID
+/// domain does).
 #[derive(Clone)]
 pub(crate) struct DeviceLimits {
     pub(crate) dev: ObjId,
+    pub(crate) pasid: u32,
     pub(crate) aperture_last: u64,
     pub(crate) reserved: Vec<(u64, u64)>,
 }
@@ -68,8 +73,8 @@ pub(crate) struct IoasState {
     /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
     domains: Vec<(Option<ObjId>, Arc<Domain>)>,
     reserved: Vec<Reservation>,
-    /// Aperture ends of the attached devices.
-    apertures: Vec<(ObjId, u64)>,
+    /// Aperture ends of the attached devices, by attachment (device, PASID or 0).
+    apertures: Vec<((ObjId, u32), u64)>,
     /// The free IOVA ranges (everything outside `areas` and `reserved`), for automatic
     /// IOVAs: built by the first automatic map, then kept up to date, so that an IOAS whose
     /// maps all have fixed IOVAs (a virtio-iommu front end's) does not pay for it.
@@ -159,13 +164,15 @@ impl IoasState {
 
     /// Records an attached device's reservations and aperture (after the checks passed).
     pub(crate) fn add_device(&mut self, dev: &DeviceLimits) {
-        self.apertures.push((dev.dev, dev.aperture_last));
+        self.apertures
+            .push(((dev.dev, dev.pasid), dev.aperture_last));
         for &(first, last) in &dev.reserved {
             debug_assert!(self.area_overlapping(first, last).is_none());
             self.reserved.push(Reservation {
                 first,
                 last,
                 dev: dev.dev,
+                pasid: dev.pasid,
             });
             if let Some(h) = &mut self.holes {
                 h.occupy(first, last);
@@ -174,15 +181,16 @@ impl IoasState {
         self.refresh_limit();
     }
 
-    /// Forgets a device that left this IOAS.
-    pub(crate) fn remove_device(&mut self, dev: ObjId) {
-        self.apertures.retain(|&(d, _)| d != dev);
+    /// Forgets an attachment (a device's RID, `pasid` 0, or one of its PASIDs) that left this
+    /// IOAS; the device's other attachments to it keep their reservations.
+    pub(crate) fn remove_device(&mut self, dev: ObjId, pasid: u32) {
+        self.apertures.retain(|&(a, _)| a != (dev, pasid));
         // Free the device's ranges (no area lies in a reserved range), then take back what
         // other devices' reservations still cover (a handful of ranges).
         let mut holes = self.holes.as_mut();
         let mut freed = false;
         self.reserved.retain(|r| {
-            if r.dev != dev {
+            if (r.dev, r.pasid) != (dev, pasid) {
                 return true;
             }
             if let Some(h) = holes.as_mut() {

@@ -65,8 +65,8 @@
 //!   taken in one documented order.
 //! * **G11 lock-free reads.** Translation takes no lock, makes no syscall, allocates nothing
 //!   and writes no shared cache line.
-//! * **G12 fences wait for guards, not threads.** `ioas_unmap`, `device_detach` and
-//!   `synchronize` wait only for the guards that were alive when they began. A guard made
+//! * **G12 fences wait for guards, not threads.** `ioas_unmap`, `device_detach`,
+//!   `device_detach_pasid` and `synchronize` wait only for the guards that were alive when they began. A guard made
 //!   after that never delays them, also on a thread that still holds older guards. A fencing
 //!   call returns [`Error::Deadlock`] (`EDEADLK`) exactly when the calling thread itself holds
 //!   a guard that the call would wait for.
@@ -77,6 +77,14 @@
 //! * **G14 isolation.** No control call holds a lock shared by every group or every IOAS
 //!   while it does work that grows with the size of an IOAS, so a replace, attach, map or
 //!   unmap on one IOAS is not delayed by a populate or a large unmap on another.
+//!
+//! ## PASIDs
+//!
+//! A device bound with [`DeviceInfo::pasid_bits`] tags DMA with PASIDs; each PASID has its own
+//! domain, attached with [`Iommu::device_attach_pasid`], moved with
+//! [`Iommu::device_replace_pasid`] and detached with [`Iommu::device_detach_pasid`] (a fence,
+//! as `device_detach`), and read with [`Device::pin_pasid`] (`pin_pasid(0)` is `pin()`). Every
+//! guarantee above holds per PASID: a PASID's cell is published exactly like the RID's.
 //!
 //! Errors are one [`Error`] enum whose variants name the offending object or range;
 //! [`Error::errno`] gives the errno iommufd returns for the same mistake.
@@ -133,6 +141,7 @@ mod group;
 mod ioas;
 mod iommu;
 mod pagetable;
+mod pasid;
 mod sync;
 mod translation;
 mod types;
@@ -150,4 +159,6 @@ pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
 pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
-pub use types::{Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, PAGE_SIZE};
+pub use types::{
+    Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, PAGE_SIZE,
+};

@@ -54,6 +54,20 @@ pub(crate) use loom::cell::UnsafeCell as TrackedUnsafeCell;
 #[cfg(viommu_loom)]
 pub(crate) fn compiler_fence(_: Ordering) {}
 
+/// The value of an atomic pointer the caller owns exclusively (`&mut`, in a `Drop`): no
+/// ordering, and under loom no scheduling point (an atomic load in a destructor that runs in
+/// a different order from one execution to the next would make a model nondeterministic).
+#[cfg(not(viommu_loom))]
+pub(crate) fn ptr_mut<T>(p: &mut AtomicPtr<T>) -> *mut T {
+    *p.get_mut()
+}
+
+/// See the other build's `ptr_mut`.
+#[cfg(viommu_loom)]
+pub(crate) fn ptr_mut<T>(p: &mut AtomicPtr<T>) -> *mut T {
+    p.with_mut(|v| *v)
+}
+
 /// Locks a mutex, ignoring poisoning: control-plane code never panics while holding a lock
 /// (every fallible step is checked before the first mutation), so a poisoned lock can only
 /// come from a panic elsewhere, and the state it guards is still consistent.

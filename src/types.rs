@@ -51,13 +51,22 @@ pub struct DeviceInfo {
     pub iova_bits: u8,
     /// Reserved IOVA ranges (half-open, byte granular; a range reserves every page it touches).
     pub reserved: Vec<Range<u64>>,
+    /// Width of the device's PASIDs in bits: it can tag DMA with PASIDs `1 .. 1 << pasid_bits`
+    /// ([`crate::Device::pin_pasid`]). `0` (the default): no PASID support. At most 20
+    /// ([`MAX_PASID_BITS`]).
+    pub pasid_bits: u8,
 }
+
+/// The widest PASID a device can declare ([`DeviceInfo::pasid_bits`]), as PCIe and the kernel's
+/// `IOASID_BITS` allow.
+pub const MAX_PASID_BITS: u8 = 20;
 
 impl Default for DeviceInfo {
     fn default() -> Self {
         DeviceInfo {
             iova_bits: 48,
             reserved: Vec::new(),
+            pasid_bits: 0,
         }
     }
 }

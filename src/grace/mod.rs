@@ -69,7 +69,7 @@ mod retire;
 mod thread;
 
 pub(crate) use retire::Garbage;
-pub(crate) use thread::{Pin, CACHE_WAYS};
+pub(crate) use thread::{DomainCache, Pin, CACHE_WAYS};
 
 use crate::sync::{backoff, fence, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
 use crate::sync::{AtomicUsize, Ordering};

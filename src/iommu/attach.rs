@@ -1,21 +1,30 @@
 //! Devices: bind, attach, replace, detach, and the one publish they share.
 //!
+//! Each call works on one *attachment point* of a device: its RID (`pasid` 0: `device_attach`
+//! and friends) or one of its PASIDs (`device_attach_pasid` and friends). The protocol is the
+//! same for both (plan, populate outside the table lock, check, commit, one publish into the
+//! point's cell); what differs is the cell (the group's RID cell or the group's cell for that
+//! PASID), how a device is marked attached (its `attached` flag, or its PASID table entry),
+//! and the errors the kernel gives.
+//!
 //! Attach and replace plan under the object table's write lock. When the plan needs a new
 //! auto domain, they release the lock, populate the domain as pending ([`super::hwpt`]) and
 //! plan again; a plan that still wants a new auto domain of the same shape on the same IOAS
 //! commits the one just populated, any other outcome discards it.
 
 use super::hwpt::Pending;
-use super::objects::{lock_two, Dest, DeviceObj, GroupCtl, Obj, Objects, Released};
+use super::objects::{lock_two, Dest, DeviceObj, GroupCtl, Obj, Objects, PasidCtl, Released};
 use super::Iommu;
 use crate::device::{Device, DeviceShared};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::grace::Garbage;
-use crate::group::GroupShared;
+use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas};
+use crate::pasid::PasidTable;
 use crate::sync::{lock, Arc, AtomicBool, Ordering};
-use crate::types::{DeviceInfo, GroupId, ObjId, PAGE_SIZE};
+use crate::types::{DeviceInfo, GroupId, ObjId, MAX_PASID_BITS, PAGE_SIZE};
+use std::collections::BTreeMap;
 
 /// What one planning pass of attach or replace ended with.
 enum Step {
@@ -38,22 +47,79 @@ fn fits(pending: &Option<Pending>, ioas: &Arc<Ioas>, iova_bits: u8) -> bool {
 }
 
 impl Iommu {
-    /// The one publish: swaps `domain` into the group's cell under a fresh generation, records
-    /// the group's HWPT, and keeps the domain it replaced for retirement.
+    /// The one publish: swaps `domain` into the group's cell at `pasid` (0: the RID; a
+    /// PASID's cell is made on its first publish) under a fresh generation, records the HWPT,
+    /// and keeps the domain it replaced for retirement.
     fn publish(
         &self,
         objects: &mut Objects,
         group: GroupId,
+        pasid: u32,
         hwpt: Option<ObjId>,
         domain: Arc<Domain>,
         released: &mut Released,
     ) {
-        let generation = self.shared.grace.next_generation();
-        let group = objects.group_mut(group);
-        released
-            .domains
-            .push(group.shared.publish(domain, generation));
-        group.hwpt = hwpt;
+        let grace = &self.shared.grace;
+        let generation = grace.next_generation();
+        let g = objects.group_mut(group);
+        if pasid == 0 {
+            released
+                .domains
+                .push(g.shared.rid.publish(domain, generation));
+            g.hwpt = hwpt;
+            return;
+        }
+        let blocked = &self.shared.blocked;
+        let p = g.pasids.entry(pasid).or_insert_with(|| PasidCtl {
+            cell: Arc::new(ActiveCell::new(blocked.clone(), grace.next_generation())),
+            hwpt: None,
+        });
+        released.domains.push(p.cell.publish(domain, generation));
+        p.hwpt = hwpt;
+    }
+
+    /// Records that `dev` is attached at `pasid` to `hwpt` (or detached, `None`) and tells its
+    /// data plane: the RID's `attached` flag, or the device's PASID table entry (pointing at
+    /// the group's cell for the PASID, which an attach published first).
+    fn mark_attached(objects: &mut Objects, dev: ObjId, pasid: u32, hwpt: Option<ObjId>) {
+        let device = objects.device(dev).expect("looked up by the caller");
+        let cell = match (pasid, hwpt) {
+            (0, _) | (_, None) => None,
+            (_, Some(_)) => Some(objects.groups[&device.group].pasids[&pasid].cell.clone()),
+        };
+        let device = objects.device_mut(dev);
+        if pasid == 0 {
+            device.hwpt = hwpt;
+            // ORDERING: Release pairs with the Acquire load in `Device::pin`: the group's
+            // domain (published before an attach marks the device) is visible to a reader
+            // that sees the device attached. On detach, the fence that follows makes every
+            // later guard see the flag down.
+            device
+                .shared
+                .attached
+                .store(hwpt.is_some(), Ordering::Release);
+        } else {
+            match hwpt {
+                Some(h) => device.pasids.insert(pasid, h),
+                None => device.pasids.remove(&pasid),
+            };
+            device.shared.pasids.set(pasid, cell.as_ref());
+        }
+    }
+
+    /// `EINVAL` unless `pasid` is one of `dev`'s PASIDs (not 0, below `1 << pasid_bits`).
+    fn check_pasid(&self, dev: ObjId, pasid: u32) -> Result<()> {
+        let objects = self.objects();
+        let device = objects.device(dev)?;
+        if device.shared.pasids.in_range(pasid) {
+            Ok(())
+        } else {
+            Err(Error::InvalidPasid {
+                dev,
+                pasid,
+                pasid_bits: device.pasid_bits,
+            })
+        }
     }
 
     /// Runs a planning loop: `step` plans (and commits, when it can) under the table lock;
@@ -101,12 +167,18 @@ impl Iommu {
     /// Binds a device into `group` (created on first use). The device starts detached: its
     /// translations fault `Blocked` until it is attached.
     ///
-    /// `EINVAL` if `info.iova_bits` is outside 13 ..= 64 or a reserved range is empty;
+    /// `EINVAL` if `info.iova_bits` is outside 13 ..= 64, `info.pasid_bits` above 20 or a
+    /// reserved range is empty;
     /// `ENOSPC` when object IDs are exhausted.
     pub fn device_bind(&self, group: GroupId, info: DeviceInfo) -> Result<(ObjId, Device)> {
         if !(13..=64).contains(&info.iova_bits) {
             return Err(Error::InvalidIovaBits {
                 bits: info.iova_bits,
+            });
+        }
+        if info.pasid_bits > MAX_PASID_BITS {
+            return Err(Error::InvalidPasidBits {
+                bits: info.pasid_bits,
             });
         }
         let mut reserved = Vec::with_capacity(info.reserved.len());
@@ -134,6 +206,7 @@ impl Iommu {
             )),
             devices: Vec::new(),
             hwpt: None,
+            pasids: BTreeMap::new(),
         });
         g.devices.push(id);
         let shared = Arc::new(DeviceShared {
@@ -142,6 +215,7 @@ impl Iommu {
             group: g.shared.clone(),
             attached: AtomicBool::new(false),
             aperture_last,
+            pasids: PasidTable::new(info.pasid_bits),
         });
         let device = Device {
             inner: shared.clone(),
@@ -154,6 +228,8 @@ impl Iommu {
                 reserved,
                 shared,
                 hwpt: None,
+                pasid_bits: info.pasid_bits,
+                pasids: BTreeMap::new(),
             }),
         );
         Ok((id, device))
@@ -165,12 +241,29 @@ impl Iommu {
     /// If the device's group is already attached, the device joins the group's HWPT;
     /// asking for another one is `EINVAL` (move the group with [`Iommu::device_replace`]).
     pub fn device_attach(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
-        self.plan_and_commit(|pending, released| self.attach_step(dev, pt, pending, released))
+        self.plan_and_commit(|pending, released| self.attach_step(dev, 0, pt, pending, released))
+    }
+
+    /// Attaches PASID `pasid` of `dev` to `pt` (a HWPT, or an IOAS for an auto HWPT, as for
+    /// the RID); returns the HWPT id. From the publish on, [`crate::Device::pin_pasid`] with
+    /// that PASID translates through it. The domain obeys the device's aperture and reserved
+    /// ranges as the RID's does.
+    ///
+    /// `EINVAL` for PASID 0 or one at or above `1 << pasid_bits`; `EBUSY` if the device already
+    /// has `pasid` attached (even to the same HWPT: use [`Iommu::device_replace_pasid`]). If
+    /// another device of the group has `pasid` attached, this device joins it when `pt` is the
+    /// same HWPT, else `EINVAL`.
+    pub fn device_attach_pasid(&self, dev: ObjId, pasid: u32, pt: ObjId) -> Result<ObjId> {
+        self.check_pasid(dev, pasid)?;
+        self.plan_and_commit(|pending, released| {
+            self.attach_step(dev, pasid, pt, pending, released)
+        })
     }
 
     fn attach_step(
         &self,
         dev: ObjId,
+        pasid: u32,
         pt: ObjId,
         pending: &mut Option<Pending>,
         released: &mut Released,
@@ -178,11 +271,15 @@ impl Iommu {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         let device = objects.device(dev)?;
-        if let Some(hwpt) = device.hwpt {
-            return Err(Error::AlreadyAttached { dev, hwpt });
+        if let Some(hwpt) = device.hwpt_at(pasid) {
+            return Err(if pasid == 0 {
+                Error::AlreadyAttached { dev, hwpt }
+            } else {
+                Error::PasidBusy { dev, pasid, hwpt }
+            });
         }
-        let (gid, bits, limits) = (device.group, device.iova_bits, device.limits(dev));
-        let group_hwpt = objects.groups[&gid].hwpt;
+        let (gid, bits, limits) = (device.group, device.iova_bits, device.limits(dev, pasid));
+        let group_hwpt = objects.groups[&gid].hwpt_at(pasid);
         let dest = match (objects.get(pt)?, group_hwpt) {
             // A device joins its group's auto HWPT on that IOAS, whatever its shape.
             (Obj::Ioas(i), Some(g)) if objects.hwpt(g).auto && objects.hwpt(g).ioas.id == i.id => {
@@ -197,10 +294,19 @@ impl Iommu {
                 Dest::NewAuto(_) => false,
             };
             if !joins {
-                return Err(Error::GroupOnOtherHwpt {
-                    group: gid,
-                    current,
-                    requested: pt,
+                return Err(if pasid == 0 {
+                    Error::GroupOnOtherHwpt {
+                        group: gid,
+                        current,
+                        requested: pt,
+                    }
+                } else {
+                    Error::PasidOnOtherHwpt {
+                        group: gid,
+                        pasid,
+                        current,
+                        requested: pt,
+                    }
                 });
             }
         }
@@ -235,14 +341,11 @@ impl Iommu {
         let target = objects.hwpt_mut(hwpt);
         target.users += 1;
         let domain = target.domain.clone();
-        if objects.groups[&gid].hwpt.is_none() {
-            self.publish(objects, gid, Some(hwpt), domain, released);
+        if objects.groups[&gid].hwpt_at(pasid).is_none() {
+            self.publish(objects, gid, pasid, Some(hwpt), domain, released);
         }
-        let device = objects.device_mut(dev);
-        device.hwpt = Some(hwpt);
-        // ORDERING: Release pairs with the Acquire load in `Device::pin`: the group's domain
-        // (published above) is visible to a reader that sees the device attached.
-        device.shared.attached.store(true, Ordering::Release);
+        // After the publish: a reader that sees the device attached sees the domain.
+        Self::mark_attached(objects, dev, pasid, Some(hwpt));
         Ok(Step::Done(hwpt))
     }
 
@@ -251,12 +354,25 @@ impl Iommu {
     /// from any domain to any other (G4). Replacing to the current HWPT is a no-op. Returns
     /// the new HWPT id.
     pub fn device_replace(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
-        self.plan_and_commit(|pending, released| self.replace_step(dev, pt, pending, released))
+        self.plan_and_commit(|pending, released| self.replace_step(dev, 0, pt, pending, released))
+    }
+
+    /// Moves PASID `pasid` of an attached device, for every device of its group that has it
+    /// attached, to `pt` in one atomic publish, hitless as [`Iommu::device_replace`] (G2, G3,
+    /// G4). Replacing to the current HWPT is a no-op. Returns the new HWPT id.
+    ///
+    /// `EINVAL` for an invalid PASID (as attach) or one the device does not have attached.
+    pub fn device_replace_pasid(&self, dev: ObjId, pasid: u32, pt: ObjId) -> Result<ObjId> {
+        self.check_pasid(dev, pasid)?;
+        self.plan_and_commit(|pending, released| {
+            self.replace_step(dev, pasid, pt, pending, released)
+        })
     }
 
     fn replace_step(
         &self,
         dev: ObjId,
+        pasid: u32,
         pt: ObjId,
         pending: &mut Option<Pending>,
         released: &mut Released,
@@ -264,15 +380,19 @@ impl Iommu {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         let device = objects.device(dev)?;
-        let Some(old) = device.hwpt else {
-            return Err(Error::NotAttached { dev });
+        let Some(old) = device.hwpt_at(pasid) else {
+            return Err(if pasid == 0 {
+                Error::NotAttached { dev }
+            } else {
+                Error::PasidNotAttached { dev, pasid }
+            });
         };
         let gid = device.group;
         let members: Vec<DeviceLimits> = objects.groups[&gid]
             .devices
             .iter()
             .filter_map(|&m| match objects.device(m) {
-                Ok(md) if md.hwpt == Some(old) => Some(md.limits(m)),
+                Ok(md) if md.hwpt_at(pasid) == Some(old) => Some(md.limits(m, pasid)),
                 _ => None,
             })
             .collect();
@@ -333,15 +453,17 @@ impl Iommu {
         }
         let domain = objects.hwpt(new).domain.clone();
         // The publish: one store switches every device of the group (G3).
-        self.publish(objects, gid, Some(new), domain, released);
+        self.publish(objects, gid, pasid, Some(new), domain, released);
         // Reserved ranges leave the old IOAS only after the switch (G7).
         if let Some(old_state) = old_state.as_mut() {
             for m in &members {
-                old_state.remove_device(m.dev);
+                old_state.remove_device(m.dev, pasid);
             }
         }
         for m in &members {
-            objects.device_mut(m.dev).hwpt = Some(new);
+            // The data plane is already on the new domain through the cell; this only
+            // records the HWPT (a PASID entry keeps pointing at the same cell).
+            Self::mark_attached(objects, m.dev, pasid, Some(new));
         }
         let n = members.len();
         objects.hwpt_mut(new).users += n;
@@ -362,8 +484,26 @@ impl Iommu {
     /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
     pub fn device_detach(&self, dev: ObjId) -> Result<()> {
         self.check_not_pinned("device_detach")?;
+        self.detach(dev, 0)
+    }
+
+    /// Detaches PASID `pasid` of a device: its `pin_pasid(pasid)` guards fault `Blocked` from
+    /// now on; when it was the last device of its group with that PASID attached, the group's
+    /// PASID cell moves to the blocked domain. When this returns, no guard of the device made
+    /// before the call is alive (G6). The RID and the device's other PASIDs are untouched.
+    ///
+    /// `EINVAL` for an invalid PASID or one the device does not have attached; `EDEADLK` if
+    /// the calling thread holds a guard of this `Iommu`.
+    pub fn device_detach_pasid(&self, dev: ObjId, pasid: u32) -> Result<()> {
+        self.check_not_pinned("device_detach_pasid")?;
+        self.check_pasid(dev, pasid)?;
+        self.detach(dev, pasid)
+    }
+
+    /// Detaches `dev` at `pasid` (0: the RID), then fences.
+    fn detach(&self, dev: ObjId, pasid: u32) -> Result<()> {
         let mut released = Released::default();
-        self.detach_step(dev, &mut released)?;
+        self.detach_step(dev, pasid, &mut released)?;
         let grace = &self.shared.grace;
         for domain in released.domains {
             grace.retire(Garbage::Domain(domain));
@@ -375,29 +515,32 @@ impl Iommu {
         Ok(())
     }
 
-    fn detach_step(&self, dev: ObjId, released: &mut Released) -> Result<()> {
+    fn detach_step(&self, dev: ObjId, pasid: u32, released: &mut Released) -> Result<()> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         let device = objects.device(dev)?;
-        let Some(hwpt) = device.hwpt else {
-            return Err(Error::NotAttached { dev });
+        let Some(hwpt) = device.hwpt_at(pasid) else {
+            return Err(if pasid == 0 {
+                Error::NotAttached { dev }
+            } else {
+                Error::PasidNotAttached { dev, pasid }
+            });
         };
         let gid = device.group;
         let ioas = objects.hwpt(hwpt).ioas.clone();
         let mut state = lock(&ioas.state);
-        let device = objects.device_mut(dev);
-        // ORDERING: Release pairs with the Acquire load in `Device::pin`; the fence that
-        // `device_detach` waits for after this call makes every later guard see it.
-        device.shared.attached.store(false, Ordering::Release);
-        device.hwpt = None;
-        state.remove_device(dev);
-        let still_attached = objects.groups[&gid]
-            .devices
-            .iter()
-            .any(|m| objects.device(*m).is_ok_and(|md| md.hwpt.is_some()));
+        // The flag down or the entry cleared; the fence that `detach` waits for after this
+        // call makes every later guard see it.
+        Self::mark_attached(objects, dev, pasid, None);
+        state.remove_device(dev, pasid);
+        let still_attached = objects.groups[&gid].devices.iter().any(|m| {
+            objects
+                .device(*m)
+                .is_ok_and(|md| md.hwpt_at(pasid).is_some())
+        });
         if !still_attached {
             let blocked = self.shared.blocked.clone();
-            self.publish(objects, gid, None, blocked, released);
+            self.publish(objects, gid, pasid, None, blocked, released);
         }
         let left = objects.hwpt_mut(hwpt);
         left.users -= 1;

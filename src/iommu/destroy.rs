@@ -8,8 +8,9 @@ use crate::types::{ObjId, ObjKind};
 
 impl Iommu {
     /// Destroys an IOAS, a user HWPT or a detached device. `EBUSY` while the object is in use
-    /// (an IOAS with HWPTs, a HWPT with devices, an attached device) and for auto HWPTs. The
-    /// ID is gone when this returns; a HWPT's domain is freed once no guard can use it (G9).
+    /// (an IOAS with HWPTs, a HWPT with devices, a device attached at its RID or at any PASID)
+    /// and for auto HWPTs. The ID is gone when this returns; a HWPT's domain is freed once no
+    /// guard can use it (G9).
     pub fn destroy(&self, id: ObjId) -> Result<()> {
         let mut released = Released::default();
         self.destroy_step(id, &mut released)?;
@@ -58,11 +59,13 @@ impl Iommu {
             }
             ObjKind::Device => {
                 let device = objects.device(id)?;
-                if device.hwpt.is_some() {
+                // Attached at the RID or at any PASID.
+                let users = device.attachments();
+                if users > 0 {
                     return Err(Error::Busy {
                         id,
                         kind: ObjKind::Device,
-                        users: 1,
+                        users,
                     });
                 }
                 let gid = device.group;

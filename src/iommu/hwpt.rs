@@ -84,7 +84,7 @@ impl Iommu {
         let (ioas, bits, limits) = {
             let objects = self.objects();
             let device = objects.device(dev)?;
-            let (bits, limits) = (device.iova_bits, device.limits(dev));
+            let (bits, limits) = (device.iova_bits, device.limits(dev, 0));
             let ioas = match objects.get(pt)? {
                 Obj::Ioas(i) => i.clone(),
                 Obj::Hwpt(_) => {

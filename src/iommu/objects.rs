@@ -7,11 +7,11 @@
 use crate::device::DeviceShared;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::group::GroupShared;
+use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas, IoasState};
 use crate::sync::{lock, Arc, MutexGuard};
 use crate::types::{GroupId, ObjId, ObjKind};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The table itself.
 #[derive(Default)]
@@ -54,16 +54,36 @@ pub(super) struct DeviceObj {
     /// Page-rounded, inclusive.
     pub(super) reserved: Vec<(u64, u64)>,
     pub(super) shared: Arc<DeviceShared>,
+    /// The RID's HWPT.
     pub(super) hwpt: Option<ObjId>,
+    pub(super) pasid_bits: u8,
+    /// The HWPT of each attached PASID.
+    pub(super) pasids: BTreeMap<u32, ObjId>,
 }
 
 impl DeviceObj {
-    pub(super) fn limits(&self, dev: ObjId) -> DeviceLimits {
+    /// What the attachment at `pasid` (0: the RID) contributes to its IOAS.
+    pub(super) fn limits(&self, dev: ObjId, pasid: u32) -> DeviceLimits {
         DeviceLimits {
             dev,
+            pasid,
             aperture_last: self.shared.aperture_last,
             reserved: self.reserved.clone(),
         }
+    }
+
+    /// The HWPT attached at `pasid` (0: the RID).
+    pub(super) fn hwpt_at(&self, pasid: u32) -> Option<ObjId> {
+        if pasid == 0 {
+            self.hwpt
+        } else {
+            self.pasids.get(&pasid).copied()
+        }
+    }
+
+    /// Attachments (RID and PASIDs).
+    pub(super) fn attachments(&self) -> usize {
+        usize::from(self.hwpt.is_some()) + self.pasids.len()
     }
 }
 
@@ -72,6 +92,28 @@ pub(super) struct GroupCtl {
     pub(super) devices: Vec<ObjId>,
     /// The HWPT the group is attached to; `None`: the blocked domain.
     pub(super) hwpt: Option<ObjId>,
+    /// The cell of every PASID a device of the group ever attached; kept (blocked, `hwpt`
+    /// `None`) when the last device detaches, so a re-attach reuses it. Ordered, so that the
+    /// cells drop in the same order every time (loom replays executions).
+    pub(super) pasids: BTreeMap<u32, PasidCtl>,
+}
+
+/// One PASID of a group.
+pub(super) struct PasidCtl {
+    pub(super) cell: Arc<ActiveCell>,
+    /// The HWPT the group's PASID is attached to; `None`: the blocked domain.
+    pub(super) hwpt: Option<ObjId>,
+}
+
+impl GroupCtl {
+    /// The HWPT the group is attached to at `pasid` (0: the RID).
+    pub(super) fn hwpt_at(&self, pasid: u32) -> Option<ObjId> {
+        if pasid == 0 {
+            self.hwpt
+        } else {
+            self.pasids.get(&pasid).and_then(|p| p.hwpt)
+        }
+    }
 }
 
 /// What an attach or replace lands on.

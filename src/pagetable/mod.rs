@@ -249,8 +249,8 @@ impl PageTable {
         self.pool.drain();
     }
 
-    /// Finds the leaf that maps `iova`: its entry and level.
-    #[cfg(test)]
+    /// Finds the leaf that maps `iova`: its entry and level (for the unit tests).
+    #[cfg(all(test, not(viommu_loom)))]
     pub(crate) fn lookup(&self, iova: u64) -> Option<(Pte, u32)> {
         self.walk(iova)
             .map(|(pte, mask)| (pte, (mask.count_ones() - PAGE_SHIFT) / LEVEL_BITS))
