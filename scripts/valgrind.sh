@@ -17,6 +17,12 @@
 # Environment:
 #   VALGRIND_LIB_FILTER   test-name filter for the unit tests (default: pagetable)
 #   VALGRIND_TESTS        integration test targets of the viommu crate (default: "scenarios leak")
+#
+# Skipped: `memory_returns_to_baseline_with_readers_pinning_concurrently` (leak). valgrind runs
+# one thread at a time, in long slices, so each of that test's many fences waits for slices of
+# two busy reader threads: minutes under valgrind, milliseconds natively (where it runs in
+# scripts/test.sh). Its single-threaded twin, `memory_returns_to_baseline_after_many_cycles`,
+# exercises the same frees under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +51,8 @@ executable() {
     head -n 1
 }
 
+skip=(--skip memory_returns_to_baseline_with_readers_pinning_concurrently)
+
 vg=(valgrind --quiet --error-exitcode=1 --leak-check=full
   --errors-for-leak-kinds=definite,possible --suppressions=scripts/valgrind.supp)
 
@@ -70,5 +78,5 @@ for t in "${tests[@]}"; do
     echo "valgrind.sh: no test binary '$t' in cargo's output (set VALGRIND_TESTS)" >&2
     exit 2
   fi
-  run "tests/$t.rs" "$bin"
+  run "tests/$t" "$bin" "${skip[@]}"
 done
