@@ -122,15 +122,6 @@ fn guard_hit(c: &mut Criterion) {
     g.finish();
 }
 
-/// One measured operation, compiled as a function of its own: the body's code then does not
-/// depend on what else the bench binary holds (with the body inlined into criterion's loop,
-/// adding an unrelated bench to this file once made `guard_translate/hit_4k` three times
-/// slower, 4.5 → 13.9 ns, with the same instructions: a code-layout effect, not the library).
-#[inline(never)]
-fn measured<R>(at: &impl Fn(u64) -> R, iova: u64) -> R {
-    at(iova)
-}
-
 /// Benches `at` on request IOVAs cycling through the 4 KiB pages; `i` counts on across calls.
 fn bench_cycling<R>(
     g: &mut BenchmarkGroup<'_, WallTime>,
@@ -141,7 +132,7 @@ fn bench_cycling<R>(
     g.bench_function(name, |b| {
         b.iter(|| {
             *i += 1;
-            measured(&at, black_box(iova_4k(*i)))
+            at(black_box(iova_4k(*i)))
         })
     });
 }
