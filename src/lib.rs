@@ -157,6 +157,7 @@ pub struct ReadmeDoctests;
 
 pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
+pub use grace::FenceMode;
 pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
 pub use types::{

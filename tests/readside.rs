@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use viommu::{Access, Chunk, Device, DeviceInfo, FaultKind, GroupId, HwptFlags, Iommu, ObjId};
+use viommu::{
+    Access, Chunk, Device, DeviceInfo, FaultKind, FenceMode, GroupId, HwptFlags, Iommu, ObjId,
+};
 use viommu::{Prot, Stats};
 
 const PAGE: u64 = 4096;
@@ -60,7 +62,15 @@ fn bind(iommu: &Iommu, group: u32) -> (ObjId, Device) {
 
 /// An `Iommu` with one device attached to an IOAS that maps `pages` pages at IOVA 0.
 fn attached(pages: u64) -> (Iommu, ObjId, ObjId, Device) {
-    let iommu = Iommu::new();
+    attached_in(FenceMode::default(), pages)
+}
+
+/// Both fence modes: the default (symmetric) and membarrier (where the kernel has it).
+const MODES: [FenceMode; 2] = [FenceMode::Symmetric, FenceMode::Asymmetric];
+
+/// [`attached`] with an `Iommu` in fence mode `mode`.
+fn attached_in(mode: FenceMode, pages: u64) -> (Iommu, ObjId, ObjId, Device) {
+    let iommu = Iommu::with_fence_mode(mode);
     let (dev_id, dev) = bind(&iommu, 1);
     let ioas = iommu.ioas_alloc().unwrap();
     iommu
@@ -108,7 +118,13 @@ fn overlapping_reader(
 
 #[test]
 fn overlapping_guards_on_one_thread_never_stall_a_fence() {
-    let (iommu, ioas, dev_id, dev) = attached(64);
+    for mode in MODES {
+        overlapping_guards_never_stall_a_fence_in(mode);
+    }
+}
+
+fn overlapping_guards_never_stall_a_fence_in(mode: FenceMode) {
+    let (iommu, ioas, dev_id, dev) = attached_in(mode, 64);
     let (dev2_id, dev2) = bind(&iommu, 2);
     iommu.device_attach(dev2_id, ioas).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -137,7 +153,13 @@ fn overlapping_guards_on_one_thread_never_stall_a_fence() {
 
 #[test]
 fn a_fence_still_waits_for_a_guard_older_than_itself_among_overlapping_ones() {
-    let (iommu, ioas, _dev_id, dev) = attached(4);
+    for mode in MODES {
+        a_fence_waits_for_an_older_guard_in(mode);
+    }
+}
+
+fn a_fence_waits_for_an_older_guard_in(mode: FenceMode) {
+    let (iommu, ioas, _dev_id, dev) = attached_in(mode, 4);
     let (dev2_id, dev2) = bind(&iommu, 2);
     iommu.device_attach(dev2_id, ioas).unwrap();
     let (hold_tx, hold_rx) = mpsc::channel::<()>();
@@ -366,7 +388,13 @@ fn waiting_for_a_deferred_unmap_while_holding_an_older_guard_is_edeadlk() {
 
 #[test]
 fn a_batch_of_deferred_unmaps_shares_one_fence() {
-    let (iommu, ioas, _dev_id, dev) = attached(1);
+    for mode in MODES {
+        a_batch_shares_one_fence_in(mode);
+    }
+}
+
+fn a_batch_shares_one_fence_in(mode: FenceMode) {
+    let (iommu, ioas, _dev_id, dev) = attached_in(mode, 1);
     for i in 0..32 {
         iommu
             .ioas_map(
@@ -411,6 +439,20 @@ fn a_batch_of_deferred_unmaps_shares_one_fence() {
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
+}
+
+#[test]
+fn the_fence_mode_is_the_one_asked_for_or_symmetric() {
+    assert_eq!(Iommu::new().fence_mode(), FenceMode::Symmetric);
+    let asked = Iommu::with_fence_mode(FenceMode::Asymmetric).fence_mode();
+    // Asymmetric where the kernel has membarrier (and the environment does not refuse it).
+    assert!(matches!(
+        asked,
+        FenceMode::Asymmetric | FenceMode::Symmetric
+    ));
+    if std::env::var_os("VIOMMU_NO_MEMBARRIER").is_some() {
+        assert_eq!(asked, FenceMode::Symmetric);
+    }
 }
 
 #[test]

@@ -290,7 +290,14 @@ fn generation_of(target: u64) -> Option<u64> {
 ///   unmap of k cannot return while a guard that saw its range is alive.
 #[test]
 fn no_guard_sees_a_range_after_its_unmap_returned() {
-    let iommu = Iommu::new();
+    // Both fence modes: the default (symmetric) and membarrier where the kernel has it.
+    for mode in [viommu::FenceMode::Symmetric, viommu::FenceMode::Asymmetric] {
+        unmap_fence_in(mode);
+    }
+}
+
+fn unmap_fence_in(mode: viommu::FenceMode) {
+    let iommu = Iommu::with_fence_mode(mode);
     let (auto_dev, auto_h) = bind(&iommu, 1, DeviceInfo::default());
     let (user_dev, user_h) = bind(&iommu, 2, DeviceInfo::default());
     let ioas = iommu.ioas_alloc().unwrap();

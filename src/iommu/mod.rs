@@ -49,7 +49,7 @@ pub use mapping::UnmapCompletion;
 
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::grace::{Garbage, Grace};
+use crate::grace::{FenceMode, Garbage, Grace};
 use crate::sync::{read, write, Arc, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use objects::{Obj, Objects, Released};
 use std::fmt;
@@ -95,12 +95,18 @@ impl Default for Iommu {
 }
 
 impl Iommu {
-    /// A new, empty IOMMU context.
+    /// A new, empty IOMMU context, with the default [`FenceMode`] (symmetric).
     pub fn new() -> Iommu {
+        Iommu::with_fence_mode(FenceMode::default())
+    }
+
+    /// A new, empty IOMMU context whose fences and pins share their barrier as `mode` says
+    /// (see [`FenceMode`]).
+    pub fn with_fence_mode(mode: FenceMode) -> Iommu {
         Iommu {
             shared: Arc::new(Shared {
                 objects: RwLock::new(Objects::default()),
-                grace: Arc::new(Grace::new()),
+                grace: Arc::new(Grace::new(mode)),
                 blocked: Arc::new(Domain::blocked()),
             }),
         }
@@ -176,6 +182,16 @@ impl Iommu {
         let grace = &self.shared.grace;
         grace.poll();
         grace.collect()
+    }
+
+    /// The fence mode in effect (`Asymmetric` asked for where membarrier is unavailable reads
+    /// `Symmetric`).
+    pub fn fence_mode(&self) -> FenceMode {
+        if self.shared.grace.asymmetric() {
+            FenceMode::Asymmetric
+        } else {
+            FenceMode::Symmetric
+        }
     }
 
     /// Live objects and memory, for accounting and leak checks.
