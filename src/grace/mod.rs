@@ -32,14 +32,14 @@
 //! then loads shared pointers; the fence unlinks, then loads the slot. One of the two must see
 //! the other's store, which needs a full barrier on both sides. Two ways to pay for it:
 //!
-//! * **asymmetric** (Linux, [`FenceMode::Asymmetric`]): the reader's side is a compiler fence only; the
-//!   fence side calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which runs a full
-//!   barrier on every CPU that runs a thread of this process. A pin is then two plain stores
-//!   and no locked instruction.
-//! * **symmetric** ([`FenceMode::Symmetric`], the default; also wherever membarrier is missing,
-//!   and under loom, which models it): both sides use
-//!   a `SeqCst` fence, the classic store-buffer solution (a fence after the reader's slot
-//!   store; one after the fence side's bump). One full fence a pin, as crossbeam-epoch pays.
+//! * **symmetric** ([`FenceMode::Symmetric`], the default; also wherever membarrier is
+//!   missing, and under loom, which models it): both sides use a `SeqCst` fence, the classic
+//!   store-buffer solution (a fence after the reader's slot store; one after the fence side's
+//!   bump). One full fence a pin, as crossbeam-epoch pays; a fence never interrupts a reader.
+//! * **asymmetric** (Linux, [`FenceMode::Asymmetric`]): the reader's side is a compiler fence
+//!   only; the fence side calls `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which runs a
+//!   full barrier on every CPU that runs a thread of this process (an IPI each). A pin is then
+//!   two plain stores and no locked instruction.
 //!   (A variant with an RMW on each side is also correct, but a fence that polls a slot with
 //!   RMWs cannot be model-checked: loom explores an RMW chain that never sees the reader's
 //!   unpin, which the C++ model allows.)
