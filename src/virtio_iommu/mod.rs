@@ -14,6 +14,7 @@
 //! | `device.rs` | [`VirtioIommu`]: endpoints, domains, and what each request does |
 //! | `batch.rs` | completions, fences, and queue passes |
 //! | `event.rs` | fault reports for the event queue |
+//! | `queue.rs` | the request queue driver on virtio-queue (feature `virtio-iommu-queue`) |
 //!
 //! ```
 //! use viommu::virtio_iommu::{wire, Config, RequestBuffers, VirtioIommu};
@@ -48,6 +49,8 @@ mod batch;
 mod config;
 mod device;
 mod event;
+#[cfg(feature = "virtio-iommu-queue")]
+mod queue;
 
 pub use batch::{Batch, Completion, RequestBuffers};
 pub use config::{
@@ -59,4 +62,6 @@ pub use event::{
     FaultEvent, FAULT_F_ADDRESS, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING,
     FAULT_R_UNKNOWN, FAULT_SIZE,
 };
+#[cfg(feature = "virtio-iommu-queue")]
+pub use queue::{QueueError, MAX_READABLE};
 pub use wire::Status;
