@@ -17,6 +17,10 @@ use viommu::virtio_iommu::{
 };
 use viommu::{Access, Device, DeviceInfo, Error, FaultKind, GroupId, Iommu};
 
+#[path = "support/linux_virtio_iommu.rs"]
+mod linux;
+use linux::{linux_attach, linux_map, linux_unmap};
+
 const PAGE: u64 = 4096;
 const RW: u32 = MAP_F_READ | MAP_F_WRITE;
 
@@ -597,40 +601,9 @@ fn linux_probe(endpoint: u32, probe_size: usize) -> Vec<u8> {
     b
 }
 
-/// `struct virtio_iommu_req_attach` as `viommu_attach_dev` fills it.
-fn linux_attach(domain: u32, endpoint: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 24];
-    b[0] = 1;
-    b[4..8].copy_from_slice(&domain.to_le_bytes());
-    b[8..12].copy_from_slice(&endpoint.to_le_bytes());
-    b
-}
-
 fn linux_detach(domain: u32, endpoint: u32) -> Vec<u8> {
     let mut b = linux_attach(domain, endpoint);
     b[0] = 2;
-    b
-}
-
-/// `struct virtio_iommu_req_map` as `viommu_map_pages` fills it.
-fn linux_map(domain: u32, iova: u64, paddr: u64, size: u64, flags: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 40];
-    b[0] = 3;
-    b[4..8].copy_from_slice(&domain.to_le_bytes());
-    b[8..16].copy_from_slice(&iova.to_le_bytes());
-    b[16..24].copy_from_slice(&(iova + size - 1).to_le_bytes());
-    b[24..32].copy_from_slice(&paddr.to_le_bytes());
-    b[32..36].copy_from_slice(&flags.to_le_bytes());
-    b
-}
-
-/// `struct virtio_iommu_req_unmap` as `viommu_unmap_pages` fills it.
-fn linux_unmap(domain: u32, iova: u64, size: u64) -> Vec<u8> {
-    let mut b = vec![0u8; 32];
-    b[0] = 4;
-    b[4..8].copy_from_slice(&domain.to_le_bytes());
-    b[8..16].copy_from_slice(&iova.to_le_bytes());
-    b[16..24].copy_from_slice(&(iova + size - 1).to_le_bytes());
     b
 }
 
