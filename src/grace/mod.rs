@@ -132,8 +132,9 @@ pub(crate) struct Ticket(u64);
 pub enum FenceMode {
     /// A full fence in every pin (one locked instruction); a fence never interrupts a DMA
     /// thread. The default: a few nanoseconds a pin buys DMA threads a tail free of
-    /// interrupts (measured in a 2-vCPU VM: under a replace storm a single translation's
-    /// p99.9 was 0.35 µs this way, 7.3 µs with membarrier).
+    /// interrupts (measured in a 2-vCPU VM with a 4 KiB map+unmap every 10 µs, one reader:
+    /// a single translation's p99.9 was 0.28 µs this way, 11.5 µs with membarrier; see
+    /// `docs/benchmarks.md`).
     #[default]
     Symmetric,
     /// Linux `membarrier(2)`: a pin pays a compiler fence only, and every fence interrupts

@@ -272,11 +272,17 @@ impl PageTable {
             // guard that could reach them is gone (`crate::grace`).
             let slot = unsafe { &(*table).entries[((iova >> shift) as usize) & (FANOUT - 1)] };
             #[cfg(viommu_loom)]
-            // SAFETY: as above; a loom-tracked read that races with the write in `drop` if
-            // this walk reached a table that is being freed.
-            unsafe { &*table }
-                .freed
-                .with(|p| assert!(!unsafe { *p }, "a walk reached a freed page table"));
+            {
+                // SAFETY: as above: the table is alive while the caller's guard pins it.
+                let t = unsafe { &*table };
+                t.freed.with(|p| {
+                    // SAFETY: `p` is valid for the closure's duration; loom tracks this read,
+                    // which races with the write in `drop` if the walk reached a table that is
+                    // being freed.
+                    let freed = unsafe { *p };
+                    assert!(!freed, "a walk reached a freed page table");
+                });
+            }
             // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
             // zeroed entries and a leaf are visible once the entry that names them is).
             let pte = Pte(slot.load(Ordering::Acquire));

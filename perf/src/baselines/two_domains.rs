@@ -3,9 +3,18 @@
 //! (default aperture, nothing reserved), two IOASes, a user HWPT on each (`hwpt_alloc`, so a
 //! switch never has to build or populate a domain), and the device attached to the first.
 
-use ::viommu::{Device, DeviceInfo, GroupId, HwptFlags, Iommu, ObjId, Prot};
+use ::viommu::{Device, DeviceInfo, FenceMode, GroupId, HwptFlags, Iommu, ObjId, Prot};
 
 /// One device of a viommu context with two prebuilt domains; it starts on `hwpt[0]`.
+/// The `Iommu` every viommu row measures: the default fence mode, or membarrier with
+/// `VIOMMU_FENCE_MODE=asymmetric` in the environment (to compare the two in one build).
+pub fn new_iommu() -> Iommu {
+    match std::env::var("VIOMMU_FENCE_MODE").as_deref() {
+        Ok("asymmetric") => Iommu::with_fence_mode(FenceMode::Asymmetric),
+        _ => Iommu::new(),
+    }
+}
+
 pub struct TwoDomains {
     /// The context.
     pub iommu: Iommu,
@@ -30,7 +39,7 @@ impl TwoDomains {
     where
         I: IntoIterator<Item = (u64, u64, u64)>,
     {
-        let iommu = Iommu::new();
+        let iommu = new_iommu();
         let (dev_id, dev) = iommu
             .device_bind(GroupId(0), DeviceInfo::default())
             .expect("device_bind");

@@ -80,7 +80,7 @@ pub struct BigDomains {
 impl BigDomains {
     /// Builds the context, the device attached to `ioas[0]` (populated).
     pub fn new() -> BigDomains {
-        let iommu = Iommu::new();
+        let iommu = crate::baselines::two_domains::new_iommu();
         let (dev_id, dev) = iommu
             .device_bind(GroupId(0), DeviceInfo::default())
             .expect("device_bind");
