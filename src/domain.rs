@@ -1,5 +1,6 @@
-//! Domains: what a group translates through. Either the built-in blocked domain, which
-//! faults every DMA, or a paging domain: a page table that mirrors one IOAS.
+//! Domains: what a group translates through. The built-in blocked domain, which faults every
+//! DMA; a paging domain: a page table that mirrors one IOAS; or a nested domain: a guest's
+//! stage-1 table over a paging parent ([`crate::nested`]).
 //!
 //! A domain is immutable in kind and aperture once built; only its page-table entries
 //! change, under its IOAS's lock. Domains are reference counted: a group's active-domain cell,
@@ -7,6 +8,7 @@
 //! domain's memory is freed when the last of them lets go (never while a reader can walk it).
 
 use crate::grace::Counters;
+use crate::nested::NestedDomain;
 use crate::pagetable::PageTable;
 use crate::sync::{Arc, Ordering};
 
@@ -15,6 +17,8 @@ pub(crate) enum DomainKind {
     Blocked,
     /// Translates through a page table.
     Paging(PageTable),
+    /// Translates through a guest's stage 1, then its parent's page table.
+    Nested(NestedDomain),
 }
 
 /// A translation domain.
@@ -40,10 +44,28 @@ impl Domain {
         }
     }
 
+    /// A nested domain (`nested`'s parent is a paging domain).
+    pub(crate) fn nested(nested: NestedDomain, counters: &Arc<Counters>) -> Domain {
+        counters.domains.fetch_add(1, Ordering::Relaxed);
+        Domain {
+            kind: DomainKind::Nested(nested),
+            counters: Some(counters.clone()),
+        }
+    }
+
+    /// The page table of a paging domain.
     pub(crate) fn page_table(&self) -> Option<&PageTable> {
         match &self.kind {
             DomainKind::Paging(pt) => Some(pt),
-            DomainKind::Blocked => None,
+            DomainKind::Blocked | DomainKind::Nested(_) => None,
+        }
+    }
+
+    /// The stage 1 of a nested domain.
+    pub(crate) fn as_nested(&self) -> Option<&NestedDomain> {
+        match &self.kind {
+            DomainKind::Nested(n) => Some(n),
+            _ => None,
         }
     }
 }

@@ -172,6 +172,36 @@ pub enum Error {
         /// The PASID.
         pasid: u32,
     },
+    /// `EINVAL`: a nested HWPT's parent is not a paging HWPT allocated with
+    /// `HwptFlags::NEST_PARENT` (a nested HWPT, or a paging HWPT without the flag).
+    #[error("HWPT {parent} cannot be a nesting parent: {why}")]
+    NotNestParent {
+        /// The HWPT given as parent.
+        parent: ObjId,
+        /// Why (`"it is a nested HWPT"`, `"it was not allocated with NEST_PARENT"`).
+        why: &'static str,
+    },
+    /// `EINVAL`: stage-1 data the library cannot accept (an STE Config or S1Fmt it does not
+    /// support, reserved bits set, a VT-d `addr_width` other than 48 or 57; the text says
+    /// which).
+    #[error("stage-1 configuration refused: {reason}")]
+    InvalidStage1 {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `EINVAL`: `hwpt_invalidate` on a HWPT that is not nested (stage 2 belongs to the host:
+    /// `ioas_unmap` keeps it coherent).
+    #[error("HWPT {id} is not a nested HWPT; only nested HWPTs cache guest stage-1 entries")]
+    NotNested {
+        /// The HWPT.
+        id: ObjId,
+    },
+    /// `EINVAL`: a PASID (SSID) in an invalidation that no device can use (20 bits at most).
+    #[error("PASID {pasid} is out of range (PASIDs have at most 20 bits)")]
+    PasidOutOfRange {
+        /// The PASID given.
+        pasid: u32,
+    },
     /// `EINVAL`: a map without `READ` or `WRITE`.
     #[error("a mapping needs READ, WRITE or both, not {prot:?}")]
     NoPermission {
@@ -283,6 +313,10 @@ impl Error {
             | Error::InvalidPasid { .. }
             | Error::PasidOnOtherHwpt { .. }
             | Error::PasidNotAttached { .. }
+            | Error::NotNestParent { .. }
+            | Error::InvalidStage1 { .. }
+            | Error::NotNested { .. }
+            | Error::PasidOutOfRange { .. }
             | Error::InvalidArgument(_) => errno::EINVAL,
             Error::Busy { .. } | Error::AutoHwpt { .. } | Error::PasidBusy { .. } => errno::EBUSY,
             Error::NoSpace { .. } | Error::IdsExhausted => errno::ENOSPC,

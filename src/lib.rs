@@ -140,6 +140,7 @@ mod grace;
 mod group;
 mod ioas;
 mod iommu;
+mod nested;
 mod pagetable;
 mod pasid;
 mod sync;
@@ -159,6 +160,7 @@ pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
 pub use grace::FenceMode;
 pub use iommu::{Iommu, Stats, UnmapCompletion};
+pub use nested::{Invalidation, Stage1, TableMemory};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
 pub use types::{
     Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, PAGE_SIZE,

@@ -333,7 +333,7 @@ impl Iommu {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut state, p, true)
+                Self::commit_hwpt(objects, &mut state, p, true, false)
             }
         };
         state.add_device(&limits);
@@ -443,7 +443,7 @@ impl Iommu {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut new_state, p, true)
+                Self::commit_hwpt(objects, &mut new_state, p, true, false)
             }
         };
         if !same_ioas {

@@ -8,7 +8,8 @@ use crate::types::{ObjId, ObjKind};
 
 impl Iommu {
     /// Destroys an IOAS, a user HWPT or a detached device. `EBUSY` while the object is in use
-    /// (an IOAS with HWPTs, a HWPT with devices, a device attached at its RID or at any PASID)
+    /// (an IOAS with HWPTs, a HWPT with devices or nested children, a device attached at its
+    /// RID or at any PASID)
     /// and for auto HWPTs. The ID is gone when this returns; a HWPT's domain is freed once no
     /// guard can use it (G9).
     pub fn destroy(&self, id: ObjId) -> Result<()> {
@@ -44,15 +45,23 @@ impl Iommu {
                 if hwpt.auto {
                     return Err(Error::AutoHwpt { id });
                 }
-                if hwpt.users > 0 {
+                // Attached devices, or nested HWPTs built on it.
+                let users = hwpt.users + hwpt.children;
+                if users > 0 {
                     return Err(Error::Busy {
                         id,
                         kind: ObjKind::Hwpt,
-                        users: hwpt.users,
+                        users,
                     });
                 }
-                let ioas = hwpt.ioas.clone();
-                lock(&ioas.state).remove_domain(id);
+                match hwpt.parent {
+                    // A nested domain mirrors nothing: its parent loses a child.
+                    Some(parent) => objects.hwpt_mut(parent).children -= 1,
+                    None => {
+                        let ioas = hwpt.ioas.clone();
+                        lock(&ioas.state).remove_domain(id);
+                    }
+                }
                 if let Some(super::objects::Obj::Hwpt(h)) = objects.map.remove(&id) {
                     released.domains.push(h.domain);
                 }

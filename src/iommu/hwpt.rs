@@ -56,6 +56,7 @@ impl Iommu {
         state: &mut IoasState,
         pending: Pending,
         auto: bool,
+        nest_parent: bool,
     ) -> ObjId {
         let id = objects.alloc_id();
         state.commit_pending(&pending.domain, id);
@@ -66,6 +67,9 @@ impl Iommu {
                 domain: pending.domain,
                 auto,
                 users: 0,
+                nest_parent,
+                parent: None,
+                children: 0,
             }),
         );
         id
@@ -74,7 +78,9 @@ impl Iommu {
     /// Allocates a user paging HWPT on the IOAS `pt`, shaped for `dev` (its aperture); it is
     /// filled with every mapping of the IOAS before this returns.
     ///
-    /// A HWPT as `pt` (a nested stage-1 on a parent) is `EOPNOTSUPP` in this version.
+    /// With [`HwptFlags::NEST_PARENT`] the HWPT may be the parent (stage 2) of nested HWPTs
+    /// ([`Iommu::hwpt_alloc_nested`]). A HWPT as `pt` is `EOPNOTSUPP`, as in iommufd without
+    /// stage-1 data: nested HWPTs are made with `hwpt_alloc_nested`.
     pub fn hwpt_alloc(&self, dev: ObjId, pt: ObjId, flags: HwptFlags) -> Result<ObjId> {
         if flags.unknown_bits() != 0 {
             return Err(Error::UnknownHwptFlags {
@@ -89,7 +95,7 @@ impl Iommu {
                 Obj::Ioas(i) => i.clone(),
                 Obj::Hwpt(_) => {
                     return Err(Error::Unsupported(
-                        "nested HWPTs (a HWPT as parent) are not supported yet",
+                        "a HWPT as parent needs stage-1 data: use hwpt_alloc_nested",
                     ))
                 }
                 other => return Err(wrong_type(pt, ObjKind::Ioas, other)),
@@ -112,6 +118,13 @@ impl Iommu {
         }
         let ioas = pending.ioas.clone();
         let mut state = lock(&ioas.state);
-        Ok(Self::commit_hwpt(&mut objects, &mut state, pending, false))
+        let nest_parent = flags.contains(HwptFlags::NEST_PARENT);
+        Ok(Self::commit_hwpt(
+            &mut objects,
+            &mut state,
+            pending,
+            false,
+            nest_parent,
+        ))
     }
 }

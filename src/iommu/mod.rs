@@ -6,6 +6,7 @@
 //! | `mapping.rs` | IOASes: `ioas_alloc`, `ioas_map`, `ioas_unmap` and the deferred unmap |
 //! | `hwpt.rs` | paging HWPTs: `hwpt_alloc`, and populating a domain outside the table lock |
 //! | `attach.rs` | `device_bind`, `device_attach`, `device_replace`, `device_detach`, publish |
+//! | `nested.rs` | nested HWPTs: `hwpt_alloc_nested`, `hwpt_invalidate` |
 //! | `destroy.rs` | `destroy` |
 //!
 //! # Locks
@@ -43,6 +44,7 @@ mod attach;
 mod destroy;
 mod hwpt;
 mod mapping;
+mod nested;
 mod objects;
 
 pub use mapping::UnmapCompletion;
@@ -78,8 +80,8 @@ pub struct Stats {
     pub devices: usize,
     /// Groups with at least one bound device.
     pub groups: usize,
-    /// Paging domains whose memory is still allocated (a domain replaced away lives on until
-    /// a control call finds its grace period over).
+    /// Paging and nested domains whose memory is still allocated (a domain replaced away
+    /// lives on until a control call finds its grace period over).
     pub live_domains: usize,
     /// Page-table nodes (roots included) allocated and not yet freed (retired nodes wait for
     /// a grace period).
@@ -235,17 +237,24 @@ mod tests {
     fn ids_run_out_with_enospc_and_are_never_reused() {
         use crate::types::{HwptFlags, Prot};
         let iommu = Iommu::new();
-        iommu.objects_mut().last_id = u32::MAX - 3;
+        iommu.objects_mut().last_id = u32::MAX - 4;
         let (dev, _handle) = iommu
             .device_bind(GroupId(1), DeviceInfo::default())
             .unwrap();
         let a = iommu.ioas_alloc().unwrap();
         iommu.ioas_map(a, Some(0), 0, 0x1000, Prot::RW).unwrap();
+        let parent = iommu.hwpt_alloc(dev, a, HwptFlags::NEST_PARENT).unwrap();
         let b = iommu.ioas_alloc().unwrap();
         assert_eq!(
-            (dev.get(), a.get(), b.get()),
-            (u32::MAX - 2, u32::MAX - 1, u32::MAX)
+            (dev.get(), a.get(), parent.get(), b.get()),
+            (u32::MAX - 3, u32::MAX - 2, u32::MAX - 1, u32::MAX)
         );
+        struct NoMemory;
+        impl crate::nested::TableMemory for NoMemory {
+            fn read_u64(&self, _: u64) -> Option<u64> {
+                None
+            }
+        }
         let before = iommu.stats();
         let errors = [
             iommu.ioas_alloc().unwrap_err(),
@@ -255,6 +264,14 @@ mod tests {
             iommu.hwpt_alloc(dev, a, HwptFlags::empty()).unwrap_err(),
             // Attaching to an IOAS makes an auto HWPT, which needs an ID.
             iommu.device_attach(dev, a).unwrap_err(),
+            iommu
+                .hwpt_alloc_nested(
+                    dev,
+                    parent,
+                    crate::nested::Stage1::SmmuV3 { ste: [0, 0] },
+                    Arc::new(NoMemory),
+                )
+                .unwrap_err(),
         ];
         for e in errors {
             assert!(matches!(e, Error::IdsExhausted), "{e:?}");

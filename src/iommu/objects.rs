@@ -38,14 +38,22 @@ impl Obj {
     }
 }
 
-/// A paging HWPT: a domain tied to one IOAS.
+/// A HWPT: a paging domain tied to one IOAS, or a nested domain over a paging parent.
 pub(super) struct HwptObj {
+    /// The IOAS of the domain (of its parent, for a nested HWPT): attachments register their
+    /// apertures and reserved ranges there.
     pub(super) ioas: Arc<Ioas>,
     pub(super) domain: Arc<Domain>,
     /// Made by attaching a device to an IOAS; freed with its last device.
     pub(super) auto: bool,
     /// Attached devices.
     pub(super) users: usize,
+    /// Allocated with `HwptFlags::NEST_PARENT` (paging only).
+    pub(super) nest_parent: bool,
+    /// The parent of a nested HWPT.
+    pub(super) parent: Option<ObjId>,
+    /// Nested HWPTs built on this one.
+    pub(super) children: usize,
 }
 
 pub(super) struct DeviceObj {

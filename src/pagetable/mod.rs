@@ -204,6 +204,9 @@ pub(crate) struct PageTable {
     counters: Arc<Counters>,
     /// Emptied tables kept for reuse (see the module docs).
     pool: Arc<Pool>,
+    /// Counts the unmaps of this table: the stage-2 half of a nested domain's IOTLB
+    /// stamp ([`crate::nested`]). Bumped after the entries are cleared.
+    unmaps: AtomicU64,
 }
 
 // SAFETY: the tables behind the raw pointers are only read and written through atomics;
@@ -236,7 +239,33 @@ impl PageTable {
                 counters: counters.clone(),
             }),
             counters,
+            unmaps: AtomicU64::new(0),
         }
+    }
+
+    /// How many unmaps have cleared entries so far. A nested IOTLB entry filled after reading
+    /// `n` here is stale once this reads more than `n`.
+    #[inline]
+    pub(crate) fn unmap_generation(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release increment in `unmap`: a reader that sees
+        // the new count also sees the cleared entries when it walks again.
+        self.unmaps.load(Ordering::Acquire)
+    }
+
+    /// The target of the single address `addr` and the permissions of the leaf that maps it
+    /// (`(target, readable, writable)`), or `None` if nothing maps it. For stage-2 lookups of
+    /// nested translation; the caller holds a guard.
+    #[inline]
+    pub(crate) fn resolve(&self, addr: u64) -> Option<(u64, bool, bool)> {
+        if addr > self.aperture_last {
+            return None;
+        }
+        let (pte, mask) = self.walk(addr)?;
+        Some((
+            pte.target() | (addr & mask),
+            pte.allows(Access::Read),
+            pte.allows(Access::Write),
+        ))
     }
 
     /// The last IOVA this table can map.
@@ -491,6 +520,10 @@ impl PageTable {
         }
         // SAFETY: the root is ours; the writer lock is held.
         unsafe { self.clear(self.root, self.levels - 1, 0, iova, last, retired) };
+        // ORDERING: Release pairs with the Acquire load in `unmap_generation`, and comes after
+        // the clearing stores: a nested IOTLB entry stamped with an older count is never used
+        // once a reader sees this one, and a reader that sees it walks the cleared table.
+        self.unmaps.fetch_add(1, Ordering::Release);
     }
 
     /// Clears `start ..= last` below `table`, which covers IOVAs from `base` at `level`.
