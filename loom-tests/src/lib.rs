@@ -165,3 +165,58 @@ pub fn assert_nothing_live(iommu: &Iommu) {
     assert_eq!(s.live_domains, 0, "every domain is freed: {s:?}");
     assert_eq!(s.live_tables, 0, "every page-table node is freed: {s:?}");
 }
+
+/// A guest's stage-1 table page for the nesting models: `WORDS` little-endian words at the
+/// stage-2 target `base`, read by the library through [`viommu::TableMemory`].
+///
+/// The words are atomics (a guest writes its tables while DMA walks them, as real guest
+/// memory allows), read `Relaxed` so that only the library's own orderings can make a
+/// guest's write visible to a walk. Every read also touches `page`, a loom-tracked cell, so
+/// that a walk reading the page after the guest reused it ([`TablePage::reuse`]) without a
+/// happens-before edge is a loom failure.
+pub struct TablePage {
+    base: u64,
+    words: [loom::sync::atomic::AtomicU64; TablePage::WORDS],
+    page: loom::cell::UnsafeCell<u64>,
+}
+
+// SAFETY: `page` is only accessed through loom's `with`/`with_mut`, which loom checks for
+// races (that is the point); the words are atomics.
+unsafe impl Sync for TablePage {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl Send for TablePage {}
+
+impl TablePage {
+    /// Words in the page.
+    pub const WORDS: usize = 2;
+
+    /// A page at stage-2 target `base` holding `words`.
+    pub fn new(base: u64, words: [u64; TablePage::WORDS]) -> TablePage {
+        TablePage {
+            base,
+            words: words.map(loom::sync::atomic::AtomicU64::new),
+            page: loom::cell::UnsafeCell::new(0),
+        }
+    }
+
+    /// The guest writes word `index` (`Relaxed`, as above).
+    pub fn set(&self, index: usize, value: u64) {
+        self.words[index].store(value, loom::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The guest reuses the page for something else (a tracked write).
+    pub fn reuse(&self) {
+        // SAFETY: a write through loom's cell; loom checks it against every walk's read.
+        self.page.with_mut(|p| unsafe { *p += 1 });
+    }
+}
+
+impl viommu::TableMemory for TablePage {
+    fn read_u64(&self, target: u64) -> Option<u64> {
+        let index = usize::try_from(target.checked_sub(self.base)? / 8).ok()?;
+        let word = self.words.get(index)?;
+        // SAFETY: a read through loom's cell; loom checks it against `reuse`.
+        self.page.with(|p| unsafe { *p });
+        Some(word.load(loom::sync::atomic::Ordering::Relaxed))
+    }
+}

@@ -269,7 +269,7 @@ mod tests {
                     dev,
                     parent,
                     crate::nested::Stage1::SmmuV3 { ste: [0, 0] },
-                    Arc::new(NoMemory),
+                    std::sync::Arc::new(NoMemory),
                 )
                 .unwrap_err(),
         ];

@@ -16,7 +16,7 @@ impl Iommu {
     /// Allocates a nested HWPT: the guest's stage 1 `s1` over `parent`, a paging HWPT
     /// allocated with [`crate::HwptFlags::NEST_PARENT`]. Stage-1 tables (and SMMUv3 CDs) are
     /// IPAs, translated through the parent and read with `mem` when DMA needs them; nothing is
-    /// read here, and nothing is cached yet.
+    /// read here, and nothing is cached yet. (`mem` is a `std::sync::Arc` in every build.)
     ///
     /// `ENOENT` for an unknown `dev` or `parent`; `EINVAL` if `dev` is not a device, if
     /// `parent` is not a HWPT, is nested, or lacks `NEST_PARENT`, and for stage-1 data the
@@ -26,7 +26,7 @@ impl Iommu {
         dev: ObjId,
         parent: ObjId,
         s1: Stage1,
-        mem: Arc<dyn TableMemory>,
+        mem: std::sync::Arc<dyn TableMemory>,
     ) -> Result<ObjId> {
         let mut objects = self.objects_mut();
         objects.device(dev)?;

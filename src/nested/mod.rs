@@ -178,7 +178,9 @@ pub(crate) struct NestedDomain {
     /// Keeps the parent's page table (`s2`) alive.
     _parent: Arc<Domain>,
     s2: *const PageTable,
-    mem: Arc<dyn TableMemory>,
+    /// A std `Arc` in every build, loom's included: the caller's memory is not part of any
+    /// protocol the models check, and loom's `Arc` cannot hold a trait object.
+    mem: std::sync::Arc<dyn TableMemory>,
     format: Format,
 }
 
@@ -190,7 +192,11 @@ unsafe impl Sync for NestedDomain {}
 
 impl NestedDomain {
     /// A nested domain over `parent` (a paging domain).
-    pub(crate) fn new(parent: Arc<Domain>, format: Format, mem: Arc<dyn TableMemory>) -> Self {
+    pub(crate) fn new(
+        parent: Arc<Domain>,
+        format: Format,
+        mem: std::sync::Arc<dyn TableMemory>,
+    ) -> Self {
         // Process-wide, never reused (a plain std atomic: it is not part of any protocol).
         static UIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let s2 = parent
