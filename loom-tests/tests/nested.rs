@@ -3,9 +3,9 @@
 //! "Nesting").
 //!
 //! The guest's stage 1 is a VT-d first-stage table in one page whose entry 0 points back at
-//! the page itself, so a 4-level walk of IOVA `0x1000` reads entry 0 three times (levels 3 to
-//! 1) and entry 1 (the leaf) once: four table reads, each an IPA translated through stage 2,
-//! plus the stage-2 translation of the output.
+//! the page itself, so a 4-level walk of IOVA `0x1000` reads entry 0 three times (levels 3
+//! down to 1) and entry 1 (the leaf) once: four table reads, each an IPA translated through
+//! stage 2, and then the stage-2 translation of the output.
 #![cfg(viommu_loom)]
 
 use loom::cell::UnsafeCell;
