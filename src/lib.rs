@@ -47,7 +47,7 @@
 //!   a blocked or half-built domain.
 //! * **G3 group-wide.** Every device of a group switches at the same instant (one publish).
 //! * **G4 any-to-any.** Replace works between auto and user HWPTs, within one IOAS or across
-//!   two, and to the same target (a no-op).
+//!   two, paging and nested, and to the same target (a no-op).
 //! * **G5 unmap fence.** When [`Iommu::ioas_unmap`] returns, no guard made after the return
 //!   translates into the range, and every guard that might have translated into it has been
 //!   dropped: no DMA is still in flight to the old targets, so the guest may reuse them.
@@ -66,7 +66,7 @@
 //! * **G11 lock-free reads.** Translation takes no lock, makes no syscall, allocates nothing
 //!   and writes no shared cache line.
 //! * **G12 fences wait for guards, not threads.** `ioas_unmap`, `device_detach`,
-//!   `device_detach_pasid` and `synchronize` wait only for the guards that were alive when they began. A guard made
+//!   `device_detach_pasid`, `hwpt_invalidate` and `synchronize` wait only for the guards that were alive when they began. A guard made
 //!   after that never delays them, also on a thread that still holds older guards. A fencing
 //!   call returns [`Error::Deadlock`] (`EDEADLK`) exactly when the calling thread itself holds
 //!   a guard that the call would wait for.
@@ -85,6 +85,18 @@
 //! [`Iommu::device_replace_pasid`] and detached with [`Iommu::device_detach_pasid`] (a fence,
 //! as `device_detach`), and read with [`Device::pin_pasid`] (`pin_pasid(0)` is `pin()`). Every
 //! guarantee above holds per PASID: a PASID's cell is published exactly like the RID's.
+//!
+//! ## Nesting
+//!
+//! A guest that owns its IOMMU page tables (an emulated SMMUv3 or VT-d with nesting) gets a
+//! nested HWPT: [`Iommu::hwpt_alloc_nested`] puts the guest's stage 1 ([`Stage1`]: an SMMUv3
+//! STE, or a VT-d first-stage table) over a paging HWPT allocated with
+//! [`HwptFlags::NEST_PARENT`] (stage 2, the guest's IPA space). Every stage-1 table read is an
+//! IPA translated through stage 2 and read with the VMM's [`TableMemory`]. Finished
+//! translations are cached per thread; the guest's invalidations reach the cache through
+//! [`Iommu::hwpt_invalidate`] (a fence, like an unmap), and stage-2 unmaps reach it with no
+//! guest involvement. A nested HWPT is attached, replaced and destroyed like any HWPT, at the
+//! RID or at a PASID, hitlessly. [`docs::nesting`] has the formats and the coherence rules.
 //!
 //! Errors are one [`Error`] enum whose variants name the offending object or range;
 //! [`Error::errno`] gives the errno iommufd returns for the same mistake.
@@ -126,7 +138,7 @@
 //!
 //! The [`docs`] module holds the longer pages: [`docs::patterns`] (patterns and
 //! limitations), [`docs::design`] (architecture, protocols, orderings, lock order,
-//! reclamation), [`docs::loom`] (model checking and the heap check) and
+//! reclamation), [`docs::nesting`] (stage-1 formats, the IOTLB), [`docs::loom`] (model checking and the heap check) and
 //! [`docs::benchmarks`] (the latency suite and how to reproduce its numbers).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -11,12 +11,15 @@
 //!   orderings, lock order, reclamation.
 //! * [`loom`]: how the concurrent guarantees are model-checked with loom, what the loom build
 //!   changes, and what the valgrind heap check covers.
+//! * [`nesting`]: nested translation: the SMMUv3 and VT-d stage-1 formats supported and
+//!   not, how the software IOTLB stays coherent, and which kernel behaviours are followed.
 //! * [`benchmarks`]: the latency suite and the criterion benches: how to run them, what is
 //!   compared, and results.
 
 pub mod benchmarks;
 pub mod design;
 pub mod loom;
+pub mod nesting;
 pub mod patterns;
 
 // Compile-time claims of the API, pinned with `compile_fail` doctests (built by rustdoc only).
