@@ -456,3 +456,101 @@ fn eight_unmaps_complete_together() {
         );
     }
 }
+
+/// A pass whose fences cannot be waited for (the queue thread holds a guard: `EDEADLK`) is not
+/// reported: its chains stay off the used ring, and the next `process_queue` from a thread
+/// without guards completes them (replies written, in order) before serving new chains. A pass
+/// without fences completes even while a guard is held.
+#[test]
+fn a_stalled_pass_completes_on_the_next_call() {
+    let ram = ram();
+    let (mut v, dev) = setup();
+    let mut driver = Driver::new(&ram);
+    let mut queue = driver.device_queue();
+    driver.post(vec![
+        linux_chain(linux_attach(1, EP)),
+        linux_chain(linux_map(1, 0x10_0000, 0x4000_0000, 0x1_0000, RW)),
+    ]);
+    let guard = dev.pin();
+    // MAP and ATTACH carry no fence: served with the guard held.
+    assert_eq!(v.process_queue(&mut queue, &ram).unwrap(), 2);
+    assert!(
+        guard.translate(0x10_0000, 8, Access::Read).is_err(),
+        "the guard's snapshot predates the attach"
+    );
+    let served = driver.used_idx();
+    driver.post(vec![linux_chain(linux_unmap(1, 0x10_0000, 0x1_0000))]);
+    let e = v.process_queue(&mut queue, &ram).unwrap_err();
+    assert!(
+        matches!(e, viommu::virtio_iommu::QueueError::Fence(_)),
+        "{e:?}"
+    );
+    assert!(v.has_stalled_pass());
+    assert_eq!(
+        driver.used_idx(),
+        served,
+        "nothing of the stalled pass is reported"
+    );
+    // The UNMAP took effect: new translations fault.
+    drop(guard);
+    assert_eq!(
+        target(&dev, 0x10_0000, Access::Read),
+        Err(FaultKind::Unmapped)
+    );
+    // Still stalled if retried with a guard held.
+    let again = dev.pin();
+    assert!(matches!(
+        v.process_queue(&mut queue, &ram),
+        Err(viommu::virtio_iommu::QueueError::Fence(_))
+    ));
+    drop(again);
+    assert_eq!(v.process_queue(&mut queue, &ram).unwrap(), 1);
+    assert!(!v.has_stalled_pass());
+    let (used, replies) = driver.used();
+    assert_eq!(used, vec![(driver.heads()[0], TAIL_SIZE as u32)]);
+    assert_eq!(status_at(&replies[0], 0), Status::Ok);
+    assert_eq!(v.process_queue(&mut queue, &ram).unwrap(), 0);
+}
+
+/// Fault reports go out on the event queue, one 24-byte `struct virtio_iommu_fault` per
+/// buffer, in order; a buffer too small is returned unwritten (used length 0) and the report
+/// goes into the next one; reports that find no buffer stay queued for a later call.
+#[test]
+fn fault_reports_on_the_event_queue() {
+    use std::collections::VecDeque;
+    use viommu::virtio_iommu::{FaultEvent, FAULT_R_DOMAIN, FAULT_R_MAPPING};
+    let ram = ram();
+    let (v, dev) = setup();
+    let mut driver = Driver::new(&ram);
+    let mut eventq = driver.device_queue();
+    let unmapped = dev.translate(0x10_0000, 8, Access::Write).unwrap_err();
+    let mut events: VecDeque<FaultEvent> = (0..3)
+        .map(|i| {
+            let f = viommu::Fault {
+                iova: 0x1000 * (i + 1),
+                ..unmapped
+            };
+            v.fault_event(dev.id(), &f, Access::Write).unwrap()
+        })
+        .collect();
+    driver.post(vec![
+        vec![Seg::W(24)],
+        vec![Seg::W(8)],
+        vec![Seg::W(16), Seg::W(16)],
+    ]);
+    assert_eq!(v.report_faults(&mut eventq, &ram, &mut events).unwrap(), 2);
+    assert_eq!(events.len(), 1, "the third report waits for a buffer");
+    let (used, bytes) = driver.used();
+    let heads = driver.heads();
+    assert_eq!(used, vec![(heads[0], 24), (heads[1], 0), (heads[2], 24)]);
+    for (b, iova) in [(&bytes[0], 0x1000u64), (&bytes[2], 0x2000)] {
+        // Not attached: the device is blocked, so the reason is R_DOMAIN.
+        assert_eq!(b[0], FAULT_R_DOMAIN);
+        assert_ne!(b[0], FAULT_R_MAPPING);
+        assert_eq!(&b[8..12], &EP.to_le_bytes());
+        assert_eq!(&b[16..24], &iova.to_le_bytes());
+    }
+    // No buffers left: nothing delivered, nothing lost.
+    assert_eq!(v.report_faults(&mut eventq, &ram, &mut events).unwrap(), 0);
+    assert_eq!(events.len(), 1);
+}

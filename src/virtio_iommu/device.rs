@@ -143,6 +143,10 @@ pub struct VirtioIommu {
     endpoints: BTreeMap<u32, Endpoint>,
     by_dev: BTreeMap<ObjId, u32>,
     domains: BTreeMap<u32, DomainState>,
+    /// A queue pass whose fences could not be waited for (`EDEADLK`): completed first by the
+    /// next [`VirtioIommu::process_queue`].
+    #[cfg(feature = "virtio-iommu-queue")]
+    pub(crate) stalled: Option<super::queue::StalledPass>,
 }
 
 impl fmt::Debug for VirtioIommu {
@@ -185,6 +189,8 @@ impl VirtioIommu {
             endpoints: BTreeMap::new(),
             by_dev: BTreeMap::new(),
             domains: BTreeMap::new(),
+            #[cfg(feature = "virtio-iommu-queue")]
+            stalled: None,
         }
     }
 
@@ -285,8 +291,13 @@ impl VirtioIommu {
     }
 
     /// Device reset: every endpoint is detached and every domain freed (waiting for their
-    /// fences); negotiated features return to the offered set.
+    /// fences); negotiated features return to the offered set. A queue pass still waiting
+    /// for its fences is forgotten (the driver resets its queues with the device).
     pub fn reset(&mut self) -> Result<(), Error> {
+        #[cfg(feature = "virtio-iommu-queue")]
+        {
+            self.stalled = None;
+        }
         let attached: Vec<(u32, u32)> = self
             .endpoints
             .iter()

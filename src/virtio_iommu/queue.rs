@@ -5,9 +5,11 @@
 //! addresses, so the memory passed here is the guest's physical memory (a
 //! `vm_memory::GuestMemoryMmap`, say), never an `IommuMemory`.
 
+use super::batch::Batch;
 use super::device::VirtioIommu;
+use super::event::{FaultEvent, FAULT_SIZE};
 use super::wire::TAIL_SIZE;
-use super::RequestBuffers;
+use std::collections::VecDeque;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestMemory};
@@ -17,13 +19,13 @@ use vm_memory::{Bytes, GuestMemory};
 /// changes no reply, and a guest cannot make the device allocate what it posts.
 pub const MAX_READABLE: usize = 256;
 
-/// Why [`VirtioIommu::process_queue`] stopped.
+/// Why [`VirtioIommu::process_queue`] or [`VirtioIommu::report_faults`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The pass's fences could not be waited for (`EDEADLK`: the calling thread holds a
-    /// `DmaGuard` of the same `Iommu`). The pass's requests took effect, but their chains
-    /// were not added to the used ring, because they cannot be reported complete; the queue
-    /// thread must not hold guards.
+    /// `DmaGuard` of the same `Iommu`). The pass's requests took effect; their chains are
+    /// kept, unreported, and the next `process_queue` (from a thread without guards)
+    /// completes them before it serves new ones. The queue thread should not hold guards.
     #[error("the queue pass's fences could not be waited for: {0}")]
     Fence(#[from] crate::Error),
     /// virtio-queue refused a used-ring entry (the used ring is outside guest memory).
@@ -36,17 +38,25 @@ struct Chain {
     head: u16,
     writable: Vec<Descriptor>,
     readable: Vec<u8>,
-    reply: Vec<u8>,
+    /// Bytes the reply may take (the writable part, capped).
+    writable_len: usize,
     /// False if a buffer could not be read: the chain goes back unwritten, unprocessed.
     ok: bool,
+}
+
+/// A pass whose requests were submitted but whose fences were not waited for yet.
+pub(crate) struct StalledPass {
+    chains: Vec<Chain>,
+    batch: Batch,
 }
 
 impl VirtioIommu {
     /// Serves one pass of the request queue: pops every available descriptor chain from
     /// `queue` over `mem` (guest-physical memory), reads each request's device-readable
-    /// buffers, processes the pass with [`VirtioIommu::process_batch`] (one grace period for
-    /// its UNMAPs), writes each reply into the chain's device-writable buffers, and adds each
-    /// chain to the used ring with the length written. Returns how many chains it served.
+    /// buffers, submits the pass's requests, waits once for their fences (one grace period
+    /// for its UNMAPs, as [`VirtioIommu::process_batch`]), writes each reply into the chain's
+    /// device-writable buffers, and adds each chain to the used ring with the length
+    /// written. Returns how many chains it served (a stalled pass's included).
     ///
     /// A malformed chain (no device-writable part, a device-readable part too short) gets
     /// what the core gives it (a status, or the buffers back unwritten with used length 0).
@@ -54,11 +64,18 @@ impl VirtioIommu {
     /// virtio-queue cannot walk (a descriptor index out of range, a loop) are not returned by
     /// its iterator and so are not served. The caller notifies the driver
     /// (`QueueT::needs_notification`) afterwards.
+    ///
+    /// If the fences cannot be waited for ([`QueueError::Fence`]: this thread holds a guard),
+    /// nothing of the pass is reported; the next call completes it first.
     pub fn process_queue<Q, M>(&mut self, queue: &mut Q, mem: &M) -> Result<usize, QueueError>
     where
         Q: QueueT,
         M: GuestMemory,
     {
+        let mut served = 0;
+        if let Some(stalled) = self.stalled.take() {
+            served += self.complete_pass(stalled, queue, mem)?;
+        }
         // The longest reply is PROBE's: probe_size bytes of properties, then the tail. A larger
         // writable part changes no reply (the tail goes right after the properties).
         let max_writable = (self.config().probe_size as usize).saturating_add(TAIL_SIZE);
@@ -69,7 +86,7 @@ impl VirtioIommu {
                 head,
                 writable: Vec::new(),
                 readable: Vec::new(),
-                reply: Vec::new(),
+                writable_len: 0,
                 ok: true,
             };
             let mut writable_len = 0usize;
@@ -86,42 +103,102 @@ impl VirtioIommu {
                     }
                 }
             }
-            c.reply = vec![0u8; writable_len.min(max_writable)];
+            c.writable_len = writable_len.min(max_writable);
             chains.push(c);
         }
-
-        let mut pass: Vec<RequestBuffers<'_>> = Vec::with_capacity(chains.len());
-        let mut used = Vec::with_capacity(chains.len());
-        for c in chains.iter_mut().filter(|c| c.ok) {
-            pass.push(RequestBuffers {
-                readable: &c.readable,
-                writable: &mut c.reply,
-                used: 0,
-            });
+        if chains.is_empty() {
+            return Ok(served);
         }
-        self.process_batch(&mut pass)?;
-        used.extend(pass.iter().map(|r| r.used));
-        drop(pass);
+        let mut batch = Batch::new(self);
+        for c in chains.iter().filter(|c| c.ok) {
+            batch.push(self.submit(&c.readable, c.writable_len));
+        }
+        served += self.complete_pass(StalledPass { chains, batch }, queue, mem)?;
+        Ok(served)
+    }
 
-        let mut used = used.into_iter();
-        for c in &chains {
+    /// Waits for a pass's fences, then writes its replies and fills the used ring. If the
+    /// wait fails the pass is kept for the next call.
+    fn complete_pass<Q, M>(
+        &mut self,
+        mut pass: StalledPass,
+        queue: &mut Q,
+        mem: &M,
+    ) -> Result<usize, QueueError>
+    where
+        Q: QueueT,
+        M: GuestMemory,
+    {
+        let replies = match pass.batch.wait() {
+            Ok(r) => r,
+            Err(e) => {
+                self.stalled = Some(pass);
+                return Err(QueueError::Fence(e));
+            }
+        };
+        let mut replies = replies.into_iter();
+        for c in &pass.chains {
             let len = if c.ok {
-                let n = used.next().unwrap_or(0);
-                if write_reply(mem, &c.writable, &c.reply[..n]) {
-                    n
+                let reply = replies.next().unwrap_or_default();
+                if reply.len() <= c.writable_len && write_reply(mem, &c.writable, &reply) {
+                    reply.len()
                 } else {
                     0
                 }
             } else {
                 0
             };
-            // len <= max_writable, which came from the sum of u32 descriptor lengths.
+            // len <= writable_len, which came from the sum of u32 descriptor lengths.
             let len = u32::try_from(len).unwrap_or(0);
             queue
                 .add_used(mem, c.head, len)
                 .map_err(QueueError::Queue)?;
         }
-        Ok(chains.len())
+        Ok(pass.chains.len())
+    }
+
+    /// True while a queue pass waits for its fences ([`QueueError::Fence`]).
+    pub fn has_stalled_pass(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// Delivers fault reports on the event queue: for each of `events`, in order, pops one
+    /// buffer the driver offered on `eventq` (over guest-physical `mem`), writes the 24-byte
+    /// `struct virtio_iommu_fault` into its device-writable part and adds it to the used
+    /// ring. Delivered events are removed from the front of `events`; those that found no
+    /// buffer stay for a later call (the driver had none to offer: the specification lets the
+    /// device drop or hold them, and holding lets the caller choose). Returns how many were
+    /// delivered; the caller notifies the driver afterwards.
+    ///
+    /// A buffer too small for a report (or not in `mem`) is returned with used length 0 and
+    /// the event tried on the next buffer.
+    pub fn report_faults<Q, M>(
+        &self,
+        eventq: &mut Q,
+        mem: &M,
+        events: &mut VecDeque<FaultEvent>,
+    ) -> Result<usize, QueueError>
+    where
+        Q: QueueT,
+        M: GuestMemory,
+    {
+        let mut delivered = 0;
+        while let Some(event) = events.front() {
+            let Some(chain) = eventq.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let writable: Vec<Descriptor> = chain.filter(|d| d.is_write_only()).collect();
+            let room: usize = writable.iter().map(|d| d.len() as usize).sum();
+            let written = room >= FAULT_SIZE && write_reply(mem, &writable, &event.to_bytes());
+            let len = if written { FAULT_SIZE as u32 } else { 0 };
+            eventq.add_used(mem, head, len).map_err(QueueError::Queue)?;
+            if written {
+                events.pop_front();
+                delivered += 1;
+            }
+        }
+        Ok(delivered)
     }
 }
 
