@@ -157,7 +157,7 @@ impl Log {
         match self.translate(g, iova, len, access) {
             Ok(c) if c == (Chunk { iova, target, len }) => {}
             Ok(c) => self.wrong(|| format!("{iova:#x}: {c:x?}, want target {target:#x}")),
-            Err(f) => self.fault(|| format!("{iova:#x} ({access:?}): {f:?}")),
+            Err(f) => self.fault(|| format!("{iova:#x} ({access:?}): {f:x?}")),
         }
     }
 
