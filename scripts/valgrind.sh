@@ -10,7 +10,9 @@
 #   * the `scenarios` integration test (iommufd-selftest-style lifecycles: attach, replace,
 #     detach, destroy, unmap, synchronize);
 #   * the `leak` integration test (replace, map and unmap cycles with readers pinning on other
-#     threads, then `synchronize()` back to the baseline: the deferred frees themselves).
+#     threads, then `synchronize()` back to the baseline: the deferred frees themselves; and
+#     nested SMMUv3 and VT-d HWPTs attached, replaced, invalidated and destroyed at the RID and
+#     at PASIDs, single-threaded).
 # Both in the release profile that scripts/test.sh builds (`debug = 1` gives valgrind line
 # numbers), so CI builds once.
 #

@@ -1,14 +1,20 @@
 //! Reclamation (G9): after any number of replace, map, unmap, attach and detach cycles,
 //! `synchronize()` brings the library's memory counters (`Stats::live_domains`,
 //! `Stats::live_tables`) back to their baseline, also while other threads keep pinning guards;
-//! with every object destroyed both are zero.
+//! with every object destroyed both are zero. Nested HWPTs of both stage-1 formats, at the RID
+//! and at PASIDs, return to the baseline the same way.
 
 mod common;
+#[path = "support/stage1.rs"]
+mod stage1;
 
 use common::{bind, reserving, PAGE};
+use stage1::{ste_s1, write_cd, Fmt, Guest, S1Table};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use viommu::{Access, DeviceInfo, HwptFlags, Iommu, ObjId, Prot, Stats};
+use viommu::{
+    Access, DeviceInfo, FaultKind, HwptFlags, Invalidation, Iommu, ObjId, Prot, Stage1, Stats,
+};
 
 const TWO_MIB: u64 = 2 << 20;
 const ONE_GIB: u64 = 1 << 30;
@@ -267,4 +273,161 @@ fn memory_returns_to_baseline_with_readers_pinning_concurrently() {
         assert!(peak.live_tables > base.live_tables, "{peak:?}");
     });
     assert!(steady_h.translate(0x1000, PAGE, Access::Read).is_ok());
+}
+
+/// One 8-byte read at `iova` through a fresh guard at `pasid` (0: untagged): the target.
+fn read_at(h: &viommu::Device, pasid: u32, iova: u64) -> Result<u64, FaultKind> {
+    h.pin_pasid(pasid)
+        .translate(iova, 8, Access::Read)
+        .map(|t| t.as_slice()[0].target)
+        .map_err(|f| f.kind)
+}
+
+/// G9 with nested domains, single-threaded (it runs under valgrind): rounds that allocate an
+/// SMMUv3 and a VT-d nested HWPT, attach and replace them at the RID and at PASIDs (also
+/// back to the parent), fill their IOTLBs, map and unmap stage 2 under them, invalidate, then
+/// detach and destroy them. After each round `synchronize` brings `hwpts`, `live_domains` and
+/// `live_tables` back to the baseline; with everything destroyed, everything is freed.
+#[test]
+fn nested_and_pasid_domains_return_to_baseline() {
+    const TABLES_IPA: u64 = 0x4000_0000;
+    const TABLES_TARGET: u64 = 0x80_0000_0000;
+    const DATA_IPA: u64 = 0x1000_0000;
+    const DATA_TARGET: u64 = 0x20_0000_0000;
+    /// A stage-2 area mapped and unmapped under the nested domains every round.
+    const EXTRA_IPA: u64 = 0x2000_0000;
+    const EXTRA_TARGET: u64 = 0x30_0000_0000;
+    let iommu = Iommu::new();
+    let (dev, h) = bind(
+        &iommu,
+        1,
+        DeviceInfo {
+            pasid_bits: 4,
+            ..DeviceInfo::default()
+        },
+    );
+    let ioas = iommu.ioas_alloc().unwrap();
+    let guest = Guest::new(TABLES_IPA, TABLES_TARGET, 0x10_0000);
+    guest.map_tables(&iommu, ioas);
+    iommu
+        .ioas_map(ioas, Some(DATA_IPA), DATA_TARGET, 16 * PAGE, Prot::RW)
+        .unwrap();
+    let parent = iommu.hwpt_alloc(dev, ioas, HwptFlags::NEST_PARENT).unwrap();
+    iommu.device_attach(dev, parent).unwrap();
+    // The guest's tables live in its memory, not the library's: built once. CD `s` maps
+    // IOVA 0x1000 to data page `s`; the VT-d table maps it to data page 8.
+    let cds = guest.alloc_page();
+    let mut arm: Vec<S1Table> = (0..4u64)
+        .map(|s| {
+            let mut t = S1Table::new(&guest, Fmt::Arm { t0sz: 16 });
+            t.map(&guest, 0x1000, DATA_IPA + s * PAGE, PAGE, true);
+            write_cd(&guest, cds, s, 16, t.root);
+            t
+        })
+        .collect();
+    let mut vt = S1Table::new(&guest, Fmt::Vtd { levels: 4 });
+    vt.map(&guest, 0x1000, DATA_IPA + 8 * PAGE, PAGE, true);
+    let data = |page: u64| DATA_TARGET + page * PAGE;
+    iommu.synchronize().unwrap();
+    let base = iommu.stats();
+    let mut peak = base;
+    for round in 0..25u64 {
+        let smmu = iommu
+            .hwpt_alloc_nested(
+                dev,
+                parent,
+                Stage1::SmmuV3 {
+                    ste: ste_s1(cds, 2, 2),
+                },
+                guest.table_memory(),
+            )
+            .unwrap();
+        let vtd = iommu
+            .hwpt_alloc_nested(
+                dev,
+                parent,
+                Stage1::VtdS1 {
+                    pgtbl_addr: vt.root,
+                    addr_width: 48,
+                },
+                guest.table_memory(),
+            )
+            .unwrap();
+        // RID: parent -> SMMUv3 (untagged is CD 0; unattached PASID 2 is CD 2).
+        iommu.device_replace(dev, smmu).unwrap();
+        assert_eq!(read_at(&h, 0, 0x1000), Ok(data(0)));
+        assert_eq!(read_at(&h, 2, 0x1000), Ok(data(2)));
+        // PASID 1: attach VT-d, replace to SMMUv3 (its CD 1).
+        iommu.device_attach_pasid(dev, 1, vtd).unwrap();
+        assert_eq!(read_at(&h, 1, 0x1000), Ok(data(8)));
+        iommu.device_replace_pasid(dev, 1, smmu).unwrap();
+        assert_eq!(read_at(&h, 1, 0x1000), Ok(data(1)));
+        // Stage 2 grows under the nested domains; the guest maps into it and invalidates.
+        let iova = 0x10_0000 + (round % 4) * PAGE;
+        iommu
+            .ioas_map(ioas, Some(EXTRA_IPA), EXTRA_TARGET, 4 * PAGE, Prot::RW)
+            .unwrap();
+        arm[0].map(&guest, iova, EXTRA_IPA + PAGE, PAGE, true);
+        iommu
+            .hwpt_invalidate(
+                smmu,
+                Invalidation::Range {
+                    pasid: Some(0),
+                    iova,
+                    len: PAGE,
+                },
+            )
+            .unwrap();
+        assert_eq!(read_at(&h, 0, iova), Ok(EXTRA_TARGET + PAGE));
+        let s = iommu.stats();
+        peak.live_domains = peak.live_domains.max(s.live_domains);
+        peak.live_tables = peak.live_tables.max(s.live_tables);
+        peak.hwpts = peak.hwpts.max(s.hwpts);
+        // The stage-2 unmap reaches the nested domain (and retires its table nodes); the
+        // guest then takes its entry down and invalidates everything.
+        assert_eq!(iommu.ioas_unmap(ioas, EXTRA_IPA, 4 * PAGE), Ok(4 * PAGE));
+        assert_eq!(read_at(&h, 0, iova), Err(FaultKind::Unmapped));
+        arm[0].unmap(&guest, iova, PAGE);
+        iommu.hwpt_invalidate(smmu, Invalidation::All).unwrap();
+        // RID to VT-d, PASID 1 back to the parent, PASID 2 onto the SMMUv3 HWPT (a domain of
+        // its own now, CD 2), a config invalidation of the VT-d HWPT.
+        iommu.device_replace(dev, vtd).unwrap();
+        assert_eq!(read_at(&h, 0, 0x1000), Ok(data(8)));
+        iommu.device_replace_pasid(dev, 1, parent).unwrap();
+        assert_eq!(read_at(&h, 1, 0x1000), Err(FaultKind::Unmapped));
+        assert_eq!(read_at(&h, 1, DATA_IPA), Ok(data(0)));
+        iommu.device_attach_pasid(dev, 2, smmu).unwrap();
+        assert_eq!(read_at(&h, 2, 0x1000), Ok(data(2)));
+        iommu
+            .hwpt_invalidate(vtd, Invalidation::Config { pasid: 0 })
+            .unwrap();
+        // Every second round the nested HWPTs are left at the PASIDs and the RID, and the
+        // detaches come first; else the device goes back to the parent by replace.
+        iommu.device_detach_pasid(dev, 1).unwrap();
+        iommu.device_detach_pasid(dev, 2).unwrap();
+        if round % 2 == 0 {
+            iommu.device_detach(dev).unwrap();
+            iommu.device_attach(dev, parent).unwrap();
+        } else {
+            iommu.device_replace(dev, parent).unwrap();
+        }
+        iommu.destroy(smmu).unwrap();
+        iommu.destroy(vtd).unwrap();
+        iommu.synchronize().unwrap();
+        let now = iommu.stats();
+        assert_eq!(
+            (now.hwpts, now.live_domains, now.live_tables),
+            (base.hwpts, base.live_domains, base.live_tables),
+            "after round {round}: {now:?}, baseline {base:?}"
+        );
+    }
+    // The counters do count: two nested domains and the extra stage-2 nodes.
+    assert_eq!(peak.hwpts, base.hwpts + 2, "{peak:?}");
+    assert_eq!(peak.live_domains, base.live_domains + 2, "{peak:?}");
+    assert!(peak.live_tables > base.live_tables, "{peak:?}");
+    iommu.device_detach(dev).unwrap();
+    iommu.destroy(parent).unwrap();
+    iommu.destroy(ioas).unwrap();
+    assert_all_freed(&iommu);
+    assert_eq!(iommu.stats().hwpts, 0);
 }
