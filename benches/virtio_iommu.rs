@@ -73,10 +73,13 @@ fn status(req: &[u8]) -> u8 {
     req[req.len() - 4]
 }
 
+/// One domain's mappings: IOVA -> (physical address, length).
+type Mappings = BTreeMap<u64, (u64, u64)>;
+
 /// The cloud-hypervisor-style device: domains of `BTreeMap`s behind one `RwLock`.
 #[derive(Default)]
 struct ChStyle {
-    domains: RwLock<BTreeMap<u32, BTreeMap<u64, (u64, u64)>>>,
+    domains: RwLock<BTreeMap<u32, Mappings>>,
 }
 
 impl ChStyle {
