@@ -147,6 +147,9 @@ impl Iommu {
     pub fn synchronize(&self) -> Result<()> {
         self.check_not_pinned("synchronize")?;
         let grace = &self.shared.grace;
+        // Empty tables that unmaps left linked are unlinked first, so this call's grace
+        // period covers them too.
+        self.prune_tables();
         grace.synchronize();
         grace.collect();
         grace.wait_for_frees();
@@ -154,20 +157,42 @@ impl Iommu {
         Ok(())
     }
 
-    /// Frees the emptied page-table nodes every live domain keeps for its next maps, so that
-    /// after `synchronize` memory is back to its baseline (G9). One IOAS lock at a time, held
-    /// only to copy its list of domains.
-    fn release_table_pools(&self) {
-        let ioases: Vec<_> = self
-            .objects()
+    /// Every live IOAS, for the calls that visit each one's domains.
+    fn ioases(&self) -> Vec<Arc<crate::ioas::Ioas>> {
+        self.objects()
             .map
             .values()
             .filter_map(|o| match o {
                 Obj::Ioas(ioas) => Some(ioas.clone()),
                 _ => None,
             })
-            .collect();
-        for ioas in ioases {
+            .collect()
+    }
+
+    /// Unlinks the empty tables that unmaps left linked in every domain ([`PageTable::prune`])
+    /// and retires them. One IOAS lock at a time.
+    ///
+    /// [`PageTable::prune`]: crate::pagetable::PageTable::prune
+    fn prune_tables(&self) {
+        let mut retired = crate::pagetable::RetiredTables::default();
+        for ioas in self.ioases() {
+            let state = crate::sync::lock(&ioas.state);
+            for domain in state.domains() {
+                if let Some(pt) = domain.page_table() {
+                    pt.prune(&mut retired);
+                }
+            }
+        }
+        if !retired.is_empty() {
+            self.shared.grace.retire(Garbage::Tables(retired));
+        }
+    }
+
+    /// Frees the emptied page-table nodes every live domain keeps for its next maps, so that
+    /// after `synchronize` memory is back to its baseline (G9). One IOAS lock at a time, held
+    /// only to copy its list of domains.
+    fn release_table_pools(&self) {
+        for ioas in self.ioases() {
             let domains: Vec<_> = crate::sync::lock(&ioas.state).domains().cloned().collect();
             for domain in domains {
                 if let Some(pt) = domain.page_table() {

@@ -22,16 +22,17 @@
 //! held around every write, the mutex only makes the serialization a fact of this type rather
 //! than of its callers). A new intermediate table is zero-filled *before* the `Release` store
 //! that links it, so a reader that follows the link sees zeros or later leaves, never garbage.
-//! `unmap` clears leaves and, bottom-up, unlinks every table it emptied into a
-//! [`RetiredTables`] list that the caller retires; it never frees a table a reader might be
-//! walking.
+//! `unmap` clears leaves and leaves the tables it emptied linked, for the next map, up to
+//! `EMPTY_LIMIT` of them; past that (and in `prune`, which `Iommu::synchronize` calls) every
+//! empty table is unlinked, bottom-up, into a [`RetiredTables`] list that the caller retires.
+//! No table a reader might be walking is ever freed in place.
 //!
 //! Each table counts its non-empty entries (`live`); the count is written only under the
 //! writer mutex, so `Relaxed` suffices for it.
 //!
 //! # Table reuse
 //!
-//! A table that an unmap emptied is all zeros. Once its grace period is over (the
+//! A table that a prune unlinked is all zeros. Once its grace period is over (the
 //! [`RetiredTables`] list is dropped by the thread that collects it) no reader can reach it,
 //! so up to [`POOL_TABLES`] of them go back to their page table's pool instead of to the
 //! allocator, and the next map that needs a table takes one from there: a 4 KiB map after a
@@ -84,6 +85,23 @@ impl Drop for Table {
         // SAFETY: a loom-tracked write; `&mut self` is exclusive.
         self.freed.with_mut(|p| unsafe { *p = true });
     }
+}
+
+/// Tables an unmap emptied that stay linked for the next map, at most, before a prune unlinks
+/// them all (64 KiB of 4 KiB tables): a map after an unmap in the same region then allocates
+/// nothing and retires nothing. Under loom none stay: every unmap prunes what it emptied, at
+/// once, so the models check the unlink-and-retire path on every unmap.
+#[cfg(not(viommu_loom))]
+const EMPTY_LIMIT: usize = 16;
+/// See above.
+#[cfg(viommu_loom)]
+const EMPTY_LIMIT: usize = 0;
+
+/// What the writer mutex guards besides the tables.
+struct Writer {
+    /// Linked tables (never the root) whose entries are all empty: counted when an unmap
+    /// empties one, uncounted when a map puts an entry back or a prune unlinks it.
+    empty: usize,
 }
 
 /// Emptied tables a page table keeps for reuse, at most (about 33 KiB).
@@ -200,7 +218,7 @@ pub(crate) struct PageTable {
     levels: u32,
     /// The last IOVA the table can hold (`2^bits - 1`).
     aperture_last: u64,
-    writer: Mutex<()>,
+    writer: Mutex<Writer>,
     counters: Arc<Counters>,
     /// Emptied tables kept for reuse (see the module docs).
     pool: Arc<Pool>,
@@ -230,7 +248,7 @@ impl PageTable {
             root: Table::alloc(&counters),
             levels,
             aperture_last,
-            writer: Mutex::new(()),
+            writer: Mutex::new(Writer { empty: 0 }),
             pool: Arc::new(Pool {
                 state: Mutex::new(PoolState {
                     tables: Vec::new(),
@@ -435,7 +453,7 @@ impl PageTable {
     /// Maps `len` bytes at `iova` to `target`. All three are page aligned, the range lies in
     /// the aperture, and nothing in it is mapped (the IOAS checked all of that).
     pub(crate) fn map(&self, mut iova: u64, mut target: u64, len: u64, prot: Prot) {
-        let _writer = lock(&self.writer);
+        let mut writer = lock(&self.writer);
         debug_assert!(iova % PAGE_SIZE == 0 && target % PAGE_SIZE == 0 && len % PAGE_SIZE == 0);
         debug_assert!(iova
             .checked_add(len - 1)
@@ -451,16 +469,24 @@ impl PageTable {
                 }
                 level -= 1;
             }
+            // An emptied table an unmap left linked may hold the slot of a large leaf: then
+            // the leaf goes inside it, one level down (the range is unmapped, so the table's
+            // subtree is empty).
+            while !self.install(&mut writer, iova, level, Pte::leaf(target, prot)) {
+                level -= 1;
+            }
             let size = leaf_size(level);
-            self.install(iova, level, Pte::leaf(target, prot));
             remaining -= size;
             iova = iova.wrapping_add(size);
             target = target.wrapping_add(size);
         }
     }
 
-    /// Installs one leaf at `level`; the caller holds the writer lock.
-    fn install(&self, iova: u64, leaf_level: u32, pte: Pte) {
+    /// Installs one leaf at `level`; the caller holds the writer lock (`writer`). False (and
+    /// nothing changed) if the leaf's slot holds a link to a table (an emptied one that an
+    /// unmap left linked).
+    #[must_use]
+    fn install(&self, writer: &mut Writer, iova: u64, leaf_level: u32, pte: Pte) -> bool {
         let mut table = self.root;
         let mut level = self.levels - 1;
         loop {
@@ -469,17 +495,28 @@ impl PageTable {
             let t = unsafe { table.as_ref() };
             let slot = &t.entries[index(iova, level)];
             if level == leaf_level {
-                debug_assert_eq!(slot.load(Ordering::Relaxed), 0, "mapping over a mapping");
+                let cur = Pte(slot.load(Ordering::Relaxed));
+                if cur.is_table_link() {
+                    return false;
+                }
+                debug_assert_eq!(cur.0, 0, "mapping over a mapping");
                 // ORDERING: Release pairs with the Acquire load in `lookup`.
                 slot.store(pte.0, Ordering::Release);
                 t.live.fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
             let cur = Pte(slot.load(Ordering::Relaxed));
             if cur.is_valid() {
                 debug_assert!(cur.is_table(), "mapping inside a huge leaf");
                 // SAFETY: a valid table entry points to a live table (see above).
                 table = unsafe { NonNull::new_unchecked(cur.table_ptr() as *mut Table) };
+                // SAFETY: as above.
+                if unsafe { table.as_ref() }.live.load(Ordering::Relaxed) == 0 {
+                    // An emptied table kept linked (every one is counted): it gets an entry
+                    // below now.
+                    debug_assert!(writer.empty > 0, "an uncounted empty table");
+                    writer.empty = writer.empty.saturating_sub(1);
+                }
             } else {
                 let child = self.alloc_table();
                 // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
@@ -509,17 +546,21 @@ impl PageTable {
         }
     }
 
-    /// Clears every leaf in `iova .. iova + len` (whole leaves: the IOAS never splits one)
-    /// and retires every table that became empty.
+    /// Clears every leaf in `iova .. iova + len` (whole leaves: the IOAS never splits one).
+    /// Tables it empties stay linked for the next map, up to [`EMPTY_LIMIT`] of them; past
+    /// that every empty table is unlinked into `retired` ([`PageTable::prune`]).
     pub(crate) fn unmap(&self, iova: u64, len: u64, retired: &mut RetiredTables) {
-        let _writer = lock(&self.writer);
+        let mut writer = lock(&self.writer);
         let last = iova + (len - 1);
         let last = last.min(self.aperture_last);
         if iova > last {
             return;
         }
         // SAFETY: the root is ours; the writer lock is held.
-        unsafe { self.clear(self.root, self.levels - 1, 0, iova, last, retired) };
+        unsafe { self.clear(&mut writer, self.root, self.levels - 1, 0, iova, last) };
+        if writer.empty > EMPTY_LIMIT {
+            self.prune_locked(&mut writer, retired);
+        }
         // ORDERING: Release pairs with the Acquire load in `unmap_generation`, and comes after
         // the clearing stores: a nested IOTLB entry stamped with an older count is never used
         // once a reader sees this one, and a reader that sees it walks the cleared table.
@@ -533,12 +574,12 @@ impl PageTable {
     /// The writer lock is held and `table` is linked in this page table.
     unsafe fn clear(
         &self,
+        writer: &mut Writer,
         table: NonNull<Table>,
         level: u32,
         base: u64,
         start: u64,
         last: u64,
-        retired: &mut RetiredTables,
     ) {
         // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
         let t = unsafe { table.as_ref() };
@@ -563,19 +604,65 @@ impl PageTable {
             // SAFETY: a valid table entry of a linked table points to a linked table.
             let child = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
             // SAFETY: as above; the writer lock is still held.
+            let was_empty = unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0;
+            // SAFETY: as above.
             unsafe {
                 self.clear(
+                    writer,
                     child,
                     level - 1,
                     child_base,
                     start.max(child_base),
                     last.min(child_last),
-                    retired,
                 )
             };
             // SAFETY: `child` is still linked (only this writer unlinks).
+            if !was_empty && unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
+                writer.empty += 1;
+            }
+        }
+    }
+
+    /// Unlinks every empty table (bottom-up, so a table left empty by its children's unlink
+    /// goes too) into `retired`, for the caller to retire: `Iommu::synchronize` calls it so
+    /// that memory returns to its baseline (G9).
+    pub(crate) fn prune(&self, retired: &mut RetiredTables) {
+        let mut writer = lock(&self.writer);
+        if writer.empty > 0 {
+            self.prune_locked(&mut writer, retired);
+        }
+    }
+
+    fn prune_locked(&self, writer: &mut Writer, retired: &mut RetiredTables) {
+        // SAFETY: the root is ours; the writer lock is held.
+        unsafe { self.prune_below(self.root, self.levels - 1, retired) };
+        writer.empty = 0;
+    }
+
+    /// Unlinks the empty tables below `table` (at `level`) into `retired`.
+    ///
+    /// # Safety
+    ///
+    /// The writer lock is held and `table` is linked in this page table.
+    unsafe fn prune_below(&self, table: NonNull<Table>, level: u32, retired: &mut RetiredTables) {
+        if level == 0 {
+            return;
+        }
+        // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
+        let t = unsafe { table.as_ref() };
+        for slot in &t.entries {
+            let pte = Pte(slot.load(Ordering::Relaxed));
+            if !pte.is_table_link() {
+                continue;
+            }
+            // SAFETY: a valid table entry of a linked table points to a linked table.
+            let child = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
+            // SAFETY: as above; the writer lock is still held.
+            unsafe { self.prune_below(child, level - 1, retired) };
+            // SAFETY: `child` is still linked (only this writer unlinks).
             if unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
-                // ORDERING: Release pairs with the Acquire load in `lookup`.
+                // ORDERING: Release pairs with the Acquire load in `lookup`; the table is
+                // freed only after a grace period that begins after this store.
                 slot.store(0, Ordering::Release);
                 t.live.fetch_sub(1, Ordering::Relaxed);
                 retired.push(child, &self.pool);

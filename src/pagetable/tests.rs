@@ -200,26 +200,39 @@ fn adjacent_ranges_merge_when_targets_are_contiguous() {
 }
 
 #[test]
-fn unmap_clears_leaves_and_retires_emptied_tables() {
+fn unmap_keeps_emptied_tables_linked_and_prune_retires_them() {
     let (r, pt) = table(48);
-    let base = r.counters.tables.load(Ordering::Relaxed);
+    let tables = || r.counters.tables.load(Ordering::Relaxed);
+    let base = tables();
     assert_eq!(base, 1);
     pt.map(5 << 39, 0x1000, 4 * K4, Prot::RW);
     pt.map((5 << 39) + G1, 2 * G1, G1, Prot::RW);
-    assert_eq!(r.counters.tables.load(Ordering::Relaxed), base + 3); // L3, L2, L1 tables
-    unmap(&pt, 5 << 39, 4 * K4);
+    assert_eq!(tables(), base + 3); // L3, L2, L1 tables
+    let mut retired = RetiredTables::default();
+    pt.unmap(5 << 39, 4 * K4, &mut retired);
     assert!(tr(&r, &pt, 5 << 39, K4, Access::Read).is_err());
     assert!(tr(&r, &pt, (5 << 39) + G1, K4, Access::Read).is_ok());
-    unmap(&pt, (5 << 39) + G1, G1);
-    // The three emptied tables went to the pool (still counted), not to the allocator ...
-    assert_eq!(
-        r.counters.tables.load(Ordering::Relaxed),
-        base + 3,
-        "emptied tables pooled"
-    );
-    // ... and the next map that needs tables takes them from there.
+    pt.unmap((5 << 39) + G1, G1, &mut retired);
+    // The emptied tables stay linked (nothing retired) ...
+    assert!(retired.is_empty());
+    assert_eq!(tables(), base + 3);
+    // ... so a map in the same region allocates nothing.
+    for _ in 0..100 {
+        pt.map(5 << 39, 0x7000, K4, Prot::RW);
+        assert_eq!(tables(), base + 3);
+        assert_eq!(tr(&r, &pt, 5 << 39, K4, Access::Read).unwrap()[0].target, 0x7000);
+        pt.unmap(5 << 39, K4, &mut retired);
+        assert!(retired.is_empty());
+    }
+    // A prune unlinks every empty table, bottom-up (the L1 table, then the L2 it emptied, then
+    // the L3): they go to the pool after their grace period (here: at once), still counted.
+    pt.prune(&mut retired);
+    assert!(!retired.is_empty());
+    drop(retired);
+    assert_eq!(tables(), base + 3, "emptied tables pooled");
+    // The next map that needs tables takes them from there.
     pt.map(7 << 39, 0x5000, K4, Prot::RW);
-    assert_eq!(r.counters.tables.load(Ordering::Relaxed), base + 3);
+    assert_eq!(tables(), base + 3);
     assert!(tr(&r, &pt, 7 << 39, K4, Access::Read).is_ok());
     unmap(&pt, 7 << 39, K4);
     // Neighbours on both sides of an unmapped page stay.
@@ -232,6 +245,40 @@ fn unmap_clears_leaves_and_retires_emptied_tables() {
     assert!(tr(&r, &pt, 0, K4, Access::Read).is_ok());
     assert!(tr(&r, &pt, K4, K4, Access::Read).is_err());
     assert!(tr(&r, &pt, 2 * K4, K4, Access::Read).is_ok());
+}
+
+/// Up to `EMPTY_LIMIT` emptied tables stay linked; the unmap that empties one more prunes
+/// them all. A table refilled by a map stops counting.
+#[test]
+fn emptied_tables_past_the_limit_are_pruned() {
+    let (r, pt) = table(48);
+    let tables = || r.counters.tables.load(Ordering::Relaxed);
+    // One page per 2 MiB: an L0 table each, under one L1 (under one L2, under the root).
+    let at = |i: u64| i * M2;
+    for i in 0..=EMPTY_LIMIT as u64 {
+        pt.map(at(i), 0x1000, K4, Prot::RW);
+    }
+    let full = tables();
+    assert_eq!(full, 3 + EMPTY_LIMIT + 1);
+    let mut retired = RetiredTables::default();
+    // Empty EMPTY_LIMIT L0 tables, refilling the first one on the way: it stops counting.
+    pt.unmap(at(0), K4, &mut retired);
+    pt.map(at(0), 0x2000, K4, Prot::RW);
+    for i in 1..EMPTY_LIMIT as u64 {
+        pt.unmap(at(i), K4, &mut retired);
+    }
+    assert!(retired.is_empty(), "{} empty tables kept", EMPTY_LIMIT - 1);
+    pt.unmap(at(0), K4, &mut retired);
+    assert!(retired.is_empty(), "{EMPTY_LIMIT} empty tables kept");
+    // One more: all of them are unlinked.
+    pt.unmap(at(EMPTY_LIMIT as u64), K4, &mut retired);
+    assert!(!retired.is_empty());
+    drop(retired);
+    // Every L0 table and the L1 and L2 they emptied are gone from the tree (pooled or freed).
+    assert_eq!(tables(), 1 + POOL_TABLES.min(EMPTY_LIMIT + 3));
+    for i in 0..=EMPTY_LIMIT as u64 {
+        assert!(tr(&r, &pt, at(i), K4, Access::Read).is_err());
+    }
 }
 
 #[test]
@@ -264,10 +311,43 @@ fn the_pool_is_bounded_and_freed_with_its_table() {
         pt.map(0, 0x1000, K4, Prot::RW);
         let mut retired = RetiredTables::default();
         pt.unmap(0, K4, &mut retired);
+        pt.prune(&mut retired);
         assert!(!retired.is_empty());
         drop(pt);
         assert_eq!(r.counters.tables.load(Ordering::Relaxed), 3);
         drop(retired);
     }
     assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0);
+}
+
+/// A large leaf over a region whose emptied table an unmap left linked goes into that table
+/// (one level down), never over the link (which would lose the table).
+#[test]
+fn a_large_map_over_a_kept_empty_table_maps_inside_it() {
+    let r = owner();
+    {
+        let pt = PageTable::new(48, r.counters.clone());
+        let tables = || r.counters.tables.load(Ordering::Relaxed);
+        pt.map(M2, 0x1000, K4, Prot::RW);
+        pt.map(G1, 0x1000, K4, Prot::RW);
+        let mut retired = RetiredTables::default();
+        pt.unmap(M2, K4, &mut retired);
+        pt.unmap(G1, K4, &mut retired);
+        assert!(retired.is_empty());
+        let before = tables();
+        // 2 MiB where an empty L0 table is linked; 1 GiB where an empty L1 table (with an
+        // empty L0 below) is linked.
+        pt.map(M2, 0x4000_0000, M2, Prot::RW);
+        pt.map(G1, 0x8000_0000, G1, Prot::READ);
+        assert_eq!(tables(), before, "no table allocated, none lost");
+        let c = tr(&r, &pt, M2 + 0x1234, 4, Access::Write).unwrap();
+        assert_eq!(c[0].target, 0x4000_1234);
+        let c = tr(&r, &pt, G1 + M2 + 8, 4, Access::Read).unwrap();
+        assert_eq!(c[0].target, 0x8020_0008);
+        pt.unmap(M2, M2, &mut retired);
+        pt.unmap(G1, G1, &mut retired);
+        pt.prune(&mut retired);
+        drop(retired);
+    }
+    assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0, "every table freed");
 }
