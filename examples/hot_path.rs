@@ -3,6 +3,13 @@
 //! `pin_pasid` (the same at PASID 5), `guard` (translate through one held guard), `oneshot`
 //! (`Device::translate`).
 //!
+//! Nested modes (the set-up of `viommu-perf`'s `nested-translate`, VT-d first stage over a
+//! `NEST_PARENT` parent, stage 1 mapping IOVA = IPA): `paging_same` / `paging_same_guard`
+//! (one IOVA over and over through the parent, one-shot / one held guard), `nested_warm` /
+//! `nested_warm_guard` (the same IOVA through the nested HWPT: an IOTLB hit), `nested_cold`
+//! (a 256-page sweep, an IOTLB miss every time, one-shot) and `nested_uncached` (the same
+//! sweep, `pin` + `translate_uncached` + drop); `nested_setup` is their set-up alone.
+//!
 //! ```text
 //! cargo build --release --example hot_path
 //! valgrind --tool=callgrind target/release/examples/hot_path pin 1000000
@@ -10,6 +17,10 @@
 //! ```
 //!
 //! Instructions per operation = (total - total with N = 0) / N.
+
+#[path = "../perf/src/baselines/nested_world.rs"]
+#[allow(dead_code)]
+mod nested_world;
 
 use std::hint::black_box;
 use viommu::{Access, DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
@@ -25,6 +36,10 @@ fn main() -> Result<(), viommu::Error> {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    if mode.starts_with("paging_same") || mode.starts_with("nested_") {
+        println!("{}", nested(&mode, n));
+        return Ok(());
+    }
     let iommu = Iommu::new();
     let info = DeviceInfo {
         pasid_bits: 8,
@@ -67,4 +82,63 @@ fn main() -> Result<(), viommu::Error> {
     }
     println!("{acc}");
     Ok(())
+}
+
+/// The nested modes; returns the XOR of the targets.
+fn nested(mode: &str, n: u64) -> u64 {
+    use nested_world::{sweep_iova, Nest, NestWorld, REQ, WARM_IOVA};
+    let world = NestWorld::new(Iommu::new());
+    let (_, dev) = world.attached(1, world.nested(Nest::Vtd, 0));
+    let first = |t: Result<viommu::Translation<'_>, viommu::Fault>| {
+        t.ok().and_then(|mut t| t.next()).map_or(0, |c| c.target)
+    };
+    let mut acc = 0u64;
+    match mode {
+        "paging_same" => {
+            for _ in 0..n {
+                acc ^= first(
+                    world
+                        .paging
+                        .translate(black_box(WARM_IOVA), REQ, Access::Read),
+                );
+            }
+        }
+        "paging_same_guard" => {
+            let g = world.paging.pin();
+            for _ in 0..n {
+                acc ^= first(g.translate(black_box(WARM_IOVA), REQ, Access::Read));
+            }
+        }
+        "nested_warm" => {
+            for _ in 0..n {
+                acc ^= first(dev.translate(black_box(WARM_IOVA), REQ, Access::Read));
+            }
+        }
+        "nested_warm_guard" => {
+            let g = dev.pin();
+            for _ in 0..n {
+                acc ^= first(g.translate(black_box(WARM_IOVA), REQ, Access::Read));
+            }
+        }
+        "nested_cold" => {
+            for i in 0..n {
+                acc ^= first(dev.translate(black_box(sweep_iova(i)), REQ, Access::Read));
+            }
+        }
+        "nested_uncached" => {
+            for i in 0..n {
+                let g = dev.pin();
+                acc ^= g
+                    .translate_uncached(black_box(sweep_iova(i)), Access::Read)
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+            }
+        }
+        "nested_setup" => {}
+        other => eprintln!(
+            "hot_path: unknown mode {other:?} (paging_same[_guard], nested_warm[_guard], \
+             nested_cold, nested_uncached, nested_setup)"
+        ),
+    }
+    acc
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 #[path = "../../perf/src/baselines/two_domains.rs"]
 mod two_domains;
+// Not every bench uses it (`nested` has a set-up of its own).
+#[allow(unused_imports)]
 pub use two_domains::TwoDomains;
 
 /// 4 KiB.

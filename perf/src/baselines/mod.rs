@@ -21,6 +21,9 @@
 pub mod btree;
 pub mod iotlb;
 pub mod mutex_radix;
+// Shared with the criterion bench `nested` and `examples/hot_path.rs` (`#[path]` include).
+#[allow(dead_code)]
+pub mod nested_world;
 pub mod two_domains;
 // Shared with the criterion benches (`#[path]` include); each user needs only part of it.
 #[allow(dead_code)]

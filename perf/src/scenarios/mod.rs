@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod control;
 pub mod memory;
+pub mod nested;
 pub mod pause;
 pub mod populate;
 pub mod readers;
@@ -54,11 +55,16 @@ pub enum Scenario {
     ReplacePopulate,
     /// Live heap after many replace cycles and map/unmap cycles.
     Memory,
+    /// Nested translation, one reader: IOTLB hit and miss against the paging walk and the
+    /// uncached nested walk, SMMUv3 and VT-d.
+    NestedTranslate,
+    /// Readers on nested HWPTs while the RID or a PASID is replaced between two of them.
+    NestedReplace,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::TranslateIdle,
         Scenario::Translate256,
         Scenario::TranslateReplace,
@@ -71,6 +77,8 @@ impl Scenario {
         Scenario::DmaPause,
         Scenario::ReplacePopulate,
         Scenario::Memory,
+        Scenario::NestedTranslate,
+        Scenario::NestedReplace,
     ];
 
     /// The name used by `--scenario` and in the report.
@@ -88,6 +96,8 @@ impl Scenario {
             Scenario::DmaPause => "dma-pause",
             Scenario::ReplacePopulate => "replace-populate",
             Scenario::Memory => "memory",
+            Scenario::NestedTranslate => "nested-translate",
+            Scenario::NestedReplace => "nested-replace",
         }
     }
 
@@ -122,6 +132,12 @@ impl Scenario {
             Scenario::DmaPause => "longest pin/translate/drop pause while 1 GiB domains go away",
             Scenario::ReplacePopulate => "replace + map latency while another IOAS populates 1 GiB",
             Scenario::Memory => "live heap after N replace cycles and map/unmap cycles",
+            Scenario::NestedTranslate => {
+                "nested translate (IOTLB hit, miss, uncached) vs paging, SMMUv3 and VT-d, 1 reader"
+            }
+            Scenario::NestedReplace => {
+                "readers on nested HWPTs, RID / PASID replaced between two every 10us, vs idle"
+            }
         }
     }
 
@@ -149,6 +165,14 @@ impl Scenario {
             Scenario::Unmap => &[DetachAttach, Unsync],
             Scenario::MapUnmap4k | Scenario::MapUnmap2m => &[ViommuGuard, DetachAttach, Unsync],
             Scenario::Memory => &[ViommuGuard, Unsync],
+            Scenario::NestedTranslate | Scenario::NestedReplace => &[
+                ViommuGuard,
+                DetachAttach,
+                RwLockBTree,
+                Iotlb,
+                MutexRadix,
+                Unsync,
+            ],
         };
         Kind::ALL
             .into_iter()
@@ -174,6 +198,15 @@ impl Scenario {
                 (Scenario::ReplacePopulate, Kind::Viommu) => {
                     rows.extend([Variant::Plain, Variant::Alone].map(|v| (kind, v)))
                 }
+                (Scenario::NestedReplace, Kind::Viommu) => rows.extend(
+                    [
+                        Variant::NestRidIdle,
+                        Variant::NestRidStorm,
+                        Variant::NestPasidIdle,
+                        Variant::NestPasidStorm,
+                    ]
+                    .map(|v| (kind, v)),
+                ),
                 _ => rows.push((kind, Variant::Plain)),
             }
         }
@@ -196,6 +229,14 @@ pub enum Variant {
     Unbatched,
     /// Nothing runs beside the measured calls: the reference of a contended row.
     Alone,
+    /// `nested-replace` at the RID, no writer.
+    NestRidIdle,
+    /// `nested-replace` at the RID, a replace every 10 µs.
+    NestRidStorm,
+    /// `nested-replace` at a PASID, no writer.
+    NestPasidIdle,
+    /// `nested-replace` at a PASID, a PASID replace every 10 µs.
+    NestPasidStorm,
 }
 
 impl Variant {
@@ -207,6 +248,10 @@ impl Variant {
             (Kind::Viommu, Variant::Batch32Cold) => "viommu-batch32-cold",
             (Kind::Viommu, Variant::Unbatched) => "viommu-unbatched",
             (Kind::Viommu, Variant::Alone) => "viommu-alone",
+            (Kind::Viommu, Variant::NestRidIdle) => "rid-idle",
+            (Kind::Viommu, Variant::NestRidStorm) => "rid-storm",
+            (Kind::Viommu, Variant::NestPasidIdle) => "pasid-idle",
+            (Kind::Viommu, Variant::NestPasidStorm) => "pasid-storm",
             _ => kind.name(),
         }
     }
@@ -367,8 +412,28 @@ pub struct CaseResult {
     pub memory: Option<MemoryResult>,
     /// Facts about the DMA thread (the `dma-pause` scenario).
     pub dma: Option<DmaThread>,
+    /// Precise per-translation figures of a `nested-translate` row.
+    pub per_op: Option<PerOp>,
     /// Remarks (reused measurement, missing writer, capped cycles).
     pub note: Option<String>,
+}
+
+/// Per-translation time of a `nested-translate` row, from blocks of 64 timed with the TSC,
+/// kept as fractions of a nanosecond (a warm translation takes a few).
+#[derive(Clone, Debug, Serialize)]
+pub struct PerOp {
+    /// Blocks timed.
+    pub blocks: u64,
+    /// Median nanoseconds per translation.
+    pub p50_ns: f64,
+    /// 90th percentile.
+    pub p90_ns: f64,
+    /// 99th percentile.
+    pub p99_ns: f64,
+    /// The rows this one is compared with.
+    pub compare: Vec<&'static str>,
+    /// This row's median over each of theirs, measured in the same run.
+    pub ratios: Vec<(&'static str, f64)>,
 }
 
 impl CaseResult {
@@ -393,6 +458,7 @@ impl CaseResult {
             latency: BTreeMap::new(),
             memory: None,
             dma: None,
+            per_op: None,
             note: None,
         }
     }
@@ -405,6 +471,12 @@ impl CaseResult {
         }
         if self.reader_ops > 0 {
             s += &format!(" {:8.1} Mops/s", self.mops);
+        }
+        if let Some(p) = &self.per_op {
+            s += &format!("  p50 {:.1}ns", p.p50_ns);
+            for (against, x) in &p.ratios {
+                s += &format!("  {x:.2}x {against}");
+            }
         }
         if let Some(d) = self.latency.get("translate_single") {
             s += &format!("  p99.9 {}", fmt_ns(d.p999));
@@ -465,7 +537,17 @@ pub fn plan(cfg: &Config) -> Vec<Case> {
                 reader_counts(cfg.max_threads)
             }
             Scenario::Replace | Scenario::Unmap => vec![cfg.max_threads],
-            Scenario::Translate256 | Scenario::MapUnmapBatch | Scenario::DmaPause => vec![1],
+            Scenario::Translate256
+            | Scenario::MapUnmapBatch
+            | Scenario::DmaPause
+            | Scenario::NestedTranslate => vec![1],
+            Scenario::NestedReplace => {
+                let mut v = vec![1];
+                if cfg.max_threads > 1 {
+                    v.push(cfg.max_threads);
+                }
+                v
+            }
             Scenario::MapUnmap4k
             | Scenario::MapUnmap2m
             | Scenario::ReplacePopulate
@@ -494,6 +576,19 @@ pub fn run(cfg: &Config) -> Vec<CaseResult> {
     let width = cases.len().to_string().len();
     let started = Instant::now();
     for (i, case) in cases.iter().enumerate() {
+        if case.scenario == Scenario::NestedTranslate {
+            for r in nested::run_translate(cfg, case) {
+                eprintln!(
+                    "[{:>width$}/{}] {:>5.1}s {}",
+                    i + 1,
+                    cases.len(),
+                    started.elapsed().as_secs_f64(),
+                    r.progress()
+                );
+                results.push(r);
+            }
+            continue;
+        }
         let key = case.key();
         let reused = key.and_then(|k| done.get(&k)).cloned();
         let result = match reused {
@@ -566,6 +661,8 @@ fn run_case(cfg: &Config, layout: &Layout, case: &Case) -> CaseResult {
         }
         Scenario::DmaPause => pause::run(cfg, case),
         Scenario::ReplacePopulate => populate::run(cfg, case),
+        Scenario::NestedReplace => nested::run_replace(cfg, case),
+        Scenario::NestedTranslate => unreachable!("run_translate gives several results"),
     }
 }
 
