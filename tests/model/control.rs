@@ -95,14 +95,8 @@ impl Model {
                 page,
                 ipa,
                 writable,
-            } => {
-                self.op_s1_change(table, page, Some((ipa, writable)));
-                Ok(())
-            }
-            Op::S1Unmap { table, page } => {
-                self.op_s1_change(table, page, None);
-                Ok(())
-            }
+            } => self.op_s1_change(table, page, Some((ipa, writable)), &ctx),
+            Op::S1Unmap { table, page } => self.op_s1_change(table, page, None, &ctx),
             Op::WhileHolding { dev, call } => {
                 self.op_while_holding(dev % self.devs.len(), call, &ctx)
             }

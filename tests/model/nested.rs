@@ -3,12 +3,12 @@
 //! and the guest's own stage-1 changes (made without invalidating).
 
 use crate::common::PAGE;
-use crate::reference::{check_errno, HwptM, Kind, Model, NestedM, S1Value};
+use crate::reference::{check_errno, HwptM, Kind, Model, NestedM, Route, S1Value};
 use crate::stage1::ste_s1;
 use crate::strategies::{AllocDev, InvSel, NestKind, ParentSel, Pt};
 use crate::{fail, Check, TWO_POW_64};
 use viommu::errno::{EBUSY, EINVAL, ENOENT, EOVERFLOW};
-use viommu::{Invalidation, ObjId, Stage1};
+use viommu::{Access, Invalidation, ObjId, Stage1};
 
 impl Model {
     /// PASID calls of device `d` at `pasid`: EINVAL unless `pasid` is in the device's range.
@@ -344,9 +344,19 @@ impl Model {
     /// The guest changes IOVA page `page` of its table `table` (to `new`, or unmapped) and
     /// does not invalidate: every live nested HWPT that walks the table may go on serving the
     /// old value until it is invalidated.
-    pub(crate) fn op_s1_change(&mut self, table: usize, page: u64, new: S1Value) {
+    ///
+    /// The page is translated through every nested route before and after the change (the
+    /// first fills the IOTLB, so the second may well be served the old value).
+    pub(crate) fn op_s1_change(
+        &mut self,
+        table: usize,
+        page: u64,
+        new: S1Value,
+        ctx: &str,
+    ) -> Check {
         let t = table % self.s1.len();
         let iova = page * PAGE;
+        self.probe_nested(iova, ctx)?;
         let old = self.s1[t].reference.get(&iova).copied();
         match new {
             Some((ipa, writable)) => self.s1[t].map(&self.guest, iova, ipa, PAGE, writable),
@@ -359,6 +369,22 @@ impl Model {
                 }
             }
         }
+        self.probe_nested(iova, ctx)?;
         self.last.set(Some(crate::reference::Outcome::Ok));
+        Ok(())
+    }
+
+    /// Translates page `iova` (read and write) for every (device, PASID) on a nested route.
+    fn probe_nested(&self, iova: u64, ctx: &str) -> Check {
+        for d in 0..self.devs.len() {
+            for pasid in 0..=(1u32 << self.devs[d].pasid_bits) - 1 {
+                if let Route::Nested(..) = self.route(d, pasid) {
+                    for access in [Access::Read, Access::Write] {
+                        self.translate_pasid_and_compare(d, pasid, iova, PAGE, access, ctx)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
