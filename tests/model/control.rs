@@ -76,10 +76,12 @@ impl Model {
                 self.op_attach_pasid(self.pick_pasid_dev(dev), pasid, pt, &ctx)
             }
             Op::ReplacePasid { dev, pasid, pt } => {
-                self.op_replace_pasid(self.pick_pasid_dev(dev), pasid, pt, &ctx)
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_replace_pasid(d, p, pt, &ctx)
             }
             Op::DetachPasid { dev, pasid } => {
-                self.op_detach_pasid(self.pick_pasid_dev(dev), pasid, &ctx)
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_detach_pasid(d, p, &ctx)
             }
             Op::TranslatePasid {
                 dev,
@@ -87,7 +89,10 @@ impl Model {
                 at,
                 len,
                 access,
-            } => self.op_translate_pasid(self.pick_pasid_dev(dev), pasid, at, len, access, &ctx),
+            } => {
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_translate_pasid(d, p, at, len, access, &ctx)
+            }
             Op::AllocNested { dev, parent, kind } => self.op_alloc_nested(dev, parent, kind, &ctx),
             Op::Invalidate { hwpt, inv } => self.op_invalidate(hwpt, inv, &ctx),
             Op::S1Map {

@@ -330,6 +330,21 @@ impl Model {
         (!ids.is_empty()).then(|| ids[i % ids.len()])
     }
 
+    /// Indices 0..4 name a device and take `pasid` as given; larger ones pick one of the
+    /// attached (device, PASID) pairs when there is one (so that most replace, detach and
+    /// translate calls at a PASID find something there), else a device with PASIDs.
+    pub(crate) fn pick_attached_pasid(&self, i: usize, pasid: u32) -> (usize, u32) {
+        if i >= self.devs.len() {
+            let pairs: Vec<(usize, u32)> = (0..self.devs.len())
+                .flat_map(|d| self.devs[d].pasids.iter().map(move |&p| (d, p)))
+                .collect();
+            if !pairs.is_empty() {
+                return pairs[(i + pasid as usize) % pairs.len()];
+            }
+        }
+        (self.pick_pasid_dev(i), pasid)
+    }
+
     /// Indices 0..4 name a device; larger ones pick one with PASIDs (devices 0, 1 and 3).
     pub(crate) fn pick_pasid_dev(&self, i: usize) -> usize {
         let n = self.devs.len();

@@ -333,7 +333,7 @@ pub(crate) fn map_tables(ioas: usize, prot: Prot) -> Op {
 
 pub(crate) fn nested_ops_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (pasid_dev_strategy(), pasid_strategy(), pt_strategy())
+        4 => (pasid_dev_strategy(), pasid_strategy(), pt_strategy())
             .prop_map(|(dev, pasid, pt)| Op::AttachPasid { dev, pasid, pt }),
         2 => (pasid_dev_strategy(), pasid_strategy(), pt_strategy())
             .prop_map(|(dev, pasid, pt)| Op::ReplacePasid { dev, pasid, pt }),
@@ -467,8 +467,16 @@ pub(crate) fn case_strategy() -> impl Strategy<Value = Vec<Op>> {
         prop::bool::weighted(0.4),
         0usize..4,
         nest_kind_strategy(),
+        prop::option::weighted(
+            0.5,
+            (
+                4usize..12,
+                1u32..=3,
+                prop_oneof![(0usize..2).prop_map(Pt::Ioas), Just(Pt::Nested(0))],
+            ),
+        ),
     )
-        .prop_map(|(tables0, tables1, nest, dev, kind)| {
+        .prop_map(|(tables0, tables1, nest, dev, kind, pasid_attach)| {
             let mut ops = Vec::new();
             if tables0 {
                 ops.push(map_tables(0, Prot::READ));
@@ -496,6 +504,9 @@ pub(crate) fn case_strategy() -> impl Strategy<Value = Vec<Op>> {
                     parent: ParentSel::Parent(0),
                     kind,
                 });
+            }
+            if let Some((dev, pasid, pt)) = pasid_attach {
+                ops.push(Op::AttachPasid { dev, pasid, pt });
             }
             ops
         });
