@@ -1,6 +1,7 @@
 //! Each control call run on the real `Iommu` and on the model: the model works out the errnos
 //! (or the value) the contract allows, then follows what the implementation did.
 
+use crate::common::bind;
 use crate::common::PAGE;
 use crate::reference::{
     areas_in, check_errno, end_of, max_area_end, reserved_collides, Area, HwptM, IoasM, Kind, Model,
@@ -14,25 +15,25 @@ use viommu::errno::{
 use viommu::{HwptFlags, ObjId, Prot};
 
 /// See [`Model::pt_call`].
-struct PtCall {
-    pt_id: ObjId,
-    dev_id: ObjId,
-    group: usize,
-    ctx: String,
+pub(crate) struct PtCall {
+    pub(crate) pt_id: ObjId,
+    pub(crate) dev_id: ObjId,
+    pub(crate) group: usize,
+    pub(crate) ctx: String,
     /// The errnos the call may return so far.
-    errs: Vec<i32>,
+    pub(crate) errs: Vec<i32>,
     /// Whether the call may succeed so far.
-    ok: bool,
+    pub(crate) ok: bool,
     /// The kind of the object the call names, and its IOAS.
-    target: Option<(Kind, ObjId)>,
+    pub(crate) target: Option<(Kind, ObjId)>,
     /// The group's HWPT before the call.
-    cur: Option<ObjId>,
+    pub(crate) cur: Option<ObjId>,
 }
 
 impl PtCall {
     /// The outcome of the call: `None` after an error the model allows, the new HWPT after a
     /// success it allows, a test failure otherwise.
-    fn outcome(&self, r: viommu::Result<ObjId>) -> Result<Option<ObjId>, TestCaseError> {
+    pub(crate) fn outcome(&self, r: viommu::Result<ObjId>) -> Result<Option<ObjId>, TestCaseError> {
         match r {
             Err(e) => check_errno(&e, &self.errs, self.ok, &self.ctx).map(|()| None),
             Ok(h) if !self.ok => fail(format!(
@@ -71,6 +72,36 @@ impl Model {
                 access,
                 pinned,
             } => self.op_translate(self.pick_dev(dev, true), at, len, access, pinned, &ctx),
+            Op::AttachPasid { dev, pasid, pt } => {
+                self.op_attach_pasid(self.pick_pasid_dev(dev), pasid, pt, &ctx)
+            }
+            Op::ReplacePasid { dev, pasid, pt } => {
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_replace_pasid(d, p, pt, &ctx)
+            }
+            Op::DetachPasid { dev, pasid } => {
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_detach_pasid(d, p, &ctx)
+            }
+            Op::TranslatePasid {
+                dev,
+                pasid,
+                at,
+                len,
+                access,
+            } => {
+                let (d, p) = self.pick_attached_pasid(dev, pasid);
+                self.op_translate_pasid(d, p, at, len, access, &ctx)
+            }
+            Op::AllocNested { dev, parent, kind } => self.op_alloc_nested(dev, parent, kind, &ctx),
+            Op::Invalidate { hwpt, inv } => self.op_invalidate(hwpt, inv, &ctx),
+            Op::S1Map {
+                table,
+                page,
+                ipa,
+                writable,
+            } => self.op_s1_change(table, page, Some((ipa, writable)), &ctx),
+            Op::S1Unmap { table, page } => self.op_s1_change(table, page, None, &ctx),
             Op::WhileHolding { dev, call } => {
                 self.op_while_holding(dev % self.devs.len(), call, &ctx)
             }
@@ -341,6 +372,10 @@ impl Model {
                 None => return Ok(()),
             },
             AllocPt::Device(i) => self.devs[i % self.devs.len()].id,
+            AllocPt::Hwpt(i) => match self.pick_hwpt(i) {
+                Some(id) => id,
+                None => return Ok(()),
+            },
         };
         let ctx = &format!("{ctx} = hwpt_alloc({dev_id:?}, {pt_id:?}, {flags:#x})");
         let mut errs = Vec::new();
@@ -357,6 +392,12 @@ impl Model {
             Some(Kind::Ioas) => true,
             Some(Kind::Dead) => {
                 errs.push(ENOENT);
+                ok = false;
+                false
+            }
+            // A HWPT as `pt` needs stage-1 data (docs/nesting.md "Errors").
+            Some(Kind::Hwpt) => {
+                errs.push(EOPNOTSUPP);
                 ok = false;
                 false
             }
@@ -399,6 +440,9 @@ impl Model {
                         ioas: pt_id,
                         auto: false,
                         made_for,
+                        nest_parent: flags & HwptFlags::NEST_PARENT.bits() != 0,
+                        children: 0,
+                        nested: None,
                     },
                 );
                 self.hwpt_seen.push(h);
@@ -427,7 +471,7 @@ impl Model {
     /// The start an attach and a replace (`call`) of device `d` to `pt` share: the IDs, the
     /// context, the checks of the object `pt` names and the group's HWPT. `None` when there is
     /// nothing to pick.
-    fn pt_call(&self, d: usize, pt: Pt, call: &str, ctx: &str) -> Option<PtCall> {
+    pub(crate) fn pt_call(&self, d: usize, pt: Pt, call: &str, ctx: &str) -> Option<PtCall> {
         let pt_id = self.resolve_pt(pt)?;
         let dev_id = self.devs[d].id;
         let group = self.devs[d].group;
@@ -590,6 +634,7 @@ impl Model {
         let id = match victim {
             Victim::Ioas(i) => self.pick_ioas(i),
             Victim::Hwpt(i) => self.pick_hwpt(i),
+            Victim::Device(i) => return self.op_destroy_device(i % self.devs.len(), ctx),
         };
         let Some(id) = id else {
             return Ok(());
@@ -598,7 +643,11 @@ impl Model {
         let errno = match self.kind(id) {
             Some(Kind::Dead) => Some(ENOENT),
             Some(Kind::Ioas) if self.hwpt.values().any(|h| h.ioas == id) => Some(EBUSY),
-            Some(Kind::Hwpt) if self.hwpt[&id].auto || self.group_users(id) > 0 => Some(EBUSY),
+            Some(Kind::Hwpt)
+                if self.hwpt[&id].auto || self.users(id) > 0 || self.hwpt[&id].children > 0 =>
+            {
+                Some(EBUSY)
+            }
             Some(Kind::Ioas | Kind::Hwpt) => None,
             k => return fail(format!("{ctx}: picked {k:?}")),
         };
@@ -608,8 +657,39 @@ impl Model {
             (Ok(()), Some(want)) => fail(format!("{ctx}: got Ok, model expects errno {want}")),
             (Ok(()), None) => {
                 self.ioas.remove(&id);
-                self.hwpt.remove(&id);
+                if let Some(parent) = self
+                    .hwpt
+                    .remove(&id)
+                    .and_then(|h| h.nested)
+                    .map(|n| n.parent)
+                {
+                    self.hwpt
+                        .get_mut(&parent)
+                        .expect("a parent outlives its children")
+                        .children -= 1;
+                }
                 self.dead.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// `destroy(dev)`: EBUSY while the device is attached at its RID or at any PASID. Once
+    /// destroyed, a device with the same info is bound in its place (a new id).
+    pub(crate) fn op_destroy_device(&mut self, d: usize, ctx: &str) -> Check {
+        let dev = &self.devs[d];
+        let busy = dev.attached || !dev.pasids.is_empty();
+        let ctx = &format!("{ctx} = destroy({:?})", dev.id);
+        match self.note(self.iommu.destroy(dev.id)) {
+            Err(e) => check_errno(&e, if busy { &[EBUSY] } else { &[] }, !busy, ctx),
+            Ok(()) if busy => fail(format!("{ctx}: got Ok, model expects EBUSY")),
+            Ok(()) => {
+                let (group, info) = crate::device_infos().swap_remove(d);
+                let (id, handle) = bind(&self.iommu, group, info);
+                self.require_fresh(id, ctx)?;
+                let old = std::mem::replace(&mut self.devs[d].id, id);
+                self.devs[d].handle = handle;
+                self.dead.insert(old);
                 Ok(())
             }
         }
@@ -639,6 +719,29 @@ impl Model {
                 (self.iommu.device_detach(self.devs[j].id), errs)
             }
             HeldCall::Synchronize => (self.iommu.synchronize(), vec![EDEADLK]),
+            HeldCall::DetachPasid(j, p) => {
+                let j = j % self.devs.len();
+                let errs = if self.devs[j].pasids.contains(&p) {
+                    vec![EDEADLK]
+                } else {
+                    vec![EDEADLK, EINVAL]
+                };
+                (self.iommu.device_detach_pasid(self.devs[j].id, p), errs)
+            }
+            HeldCall::Invalidate(sel) => {
+                let Some(id) = self.resolve_inv(sel) else {
+                    return Ok(());
+                };
+                let errs = match self.kind(id) {
+                    Some(Kind::Hwpt) if self.hwpt[&id].nested.is_some() => vec![EDEADLK],
+                    Some(Kind::Dead) => vec![EDEADLK, ENOENT],
+                    _ => vec![EDEADLK, EINVAL],
+                };
+                (
+                    self.iommu.hwpt_invalidate(id, viommu::Invalidation::All),
+                    errs,
+                )
+            }
         };
         drop(guard);
         match self.note(res) {

@@ -2,8 +2,11 @@
 //! [`Iommu`], and the lookups the operations need.
 
 use crate::common::{bind, PAGE};
+use crate::stage1::{write_cd, Fmt, Guest, S1Table};
 use crate::strategies::*;
-use crate::{device_infos, fail, Check, TWO_POW_64};
+use crate::{
+    device_infos, fail, Check, GUEST_RAM, TABLES_IPA, TABLES_SIZE, TABLES_TARGET, TWO_POW_64,
+};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use viommu::{Chunk, Device, Error, FaultKind, Iommu, ObjId, Prot};
@@ -22,10 +25,40 @@ pub(crate) struct IoasM {
 }
 
 pub(crate) struct HwptM {
+    /// Its IOAS (a nested HWPT's: its parent's).
     pub(crate) ioas: ObjId,
     pub(crate) auto: bool,
-    /// Aperture end of the device the HWPT was made for (see the module docs).
+    /// Aperture end of the device the HWPT was made for (see the module docs); 2^64 for a
+    /// nested HWPT (it has no page table of its own).
     pub(crate) made_for: u128,
+    /// Allocated with `HwptFlags::NEST_PARENT`.
+    pub(crate) nest_parent: bool,
+    /// Live nested HWPTs above it.
+    pub(crate) children: usize,
+    pub(crate) nested: Option<NestedM>,
+}
+
+/// A stage-1 value of an IOVA page: (IPA page, writable), or unmapped.
+pub(crate) type S1Value = Option<(u64, bool)>;
+
+pub(crate) struct NestedM {
+    pub(crate) parent: ObjId,
+    pub(crate) kind: NestKind,
+    /// (table, IOVA page) → the values the guest replaced since this HWPT's last
+    /// invalidation: the IOTLB may still serve any of them (SPEC "Coherence").
+    pub(crate) stale: BTreeMap<(usize, u64), Vec<S1Value>>,
+}
+
+impl NestKind {
+    /// The guest tables the HWPT's stage 1 walks.
+    pub(crate) fn tables(self) -> &'static [usize] {
+        match self {
+            NestKind::SmmuOne => &[0],
+            NestKind::SmmuFour { .. } => &[0, 1],
+            NestKind::Vtd => &[2],
+            NestKind::Invalid(_) => &[],
+        }
+    }
 }
 
 pub(crate) struct DevM {
@@ -37,6 +70,15 @@ pub(crate) struct DevM {
     /// Reserved ranges, widened to whole pages.
     pub(crate) reserved: Vec<(u128, u128)>,
     pub(crate) attached: bool,
+    pub(crate) pasid_bits: u8,
+    /// PASIDs this device has attached.
+    pub(crate) pasids: BTreeSet<u32>,
+}
+
+impl DevM {
+    pub(crate) fn pasid_valid(&self, pasid: u32) -> bool {
+        pasid != 0 && u64::from(pasid) < 1u64 << self.pasid_bits
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +89,19 @@ pub(crate) enum Kind {
     Dead,
 }
 
-/// What a translation may return: these chunks, or a fault of one of these kinds.
+/// What a translation may return: these chunks, or a fault of one of these kinds; or, when
+/// `pages` is set (nested domains), what each page of the request may give.
 pub(crate) struct Expect {
     pub(crate) ok: Option<Vec<Chunk>>,
     pub(crate) faults: Vec<FaultKind>,
+    pub(crate) pages: Option<Vec<Vec<PageOutcome>>>,
+}
+
+/// What one page of a request may translate to: a target page, or a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageOutcome {
+    Ok(u64),
+    Fault(FaultKind),
 }
 
 /// What the last call of an operation returned (for the fixed-sequence test).
@@ -73,6 +124,23 @@ pub(crate) struct Model {
     pub(crate) ioas_seen: Vec<ObjId>,
     pub(crate) hwpt_seen: Vec<ObjId>,
     pub(crate) dead: BTreeSet<ObjId>,
+    /// The HWPT of each (group, PASID), while any device of the group has the PASID attached.
+    pub(crate) group_pasid: BTreeMap<(usize, u32), ObjId>,
+    /// The guest: its table memory, three stage-1 tables (0 and 1 AArch64, 2 VT-d, each with
+    /// its reference) and two SMMUv3 CD tables (one CD; four CDs).
+    pub(crate) guest: Guest,
+    pub(crate) s1: Vec<S1Table>,
+    pub(crate) cd_one: u64,
+    pub(crate) cd_four: u64,
+}
+
+/// Where a translation at (device, PASID) goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Route {
+    Blocked,
+    Paging(ObjId),
+    /// A nested HWPT, with the substream (`None`: untagged).
+    Nested(ObjId, Option<u32>),
 }
 
 pub(crate) fn end_of(iova: u64, area: &Area) -> u128 {
@@ -130,6 +198,7 @@ impl Model {
                     )
                 })
                 .collect();
+            let pasid_bits = info.pasid_bits;
             let (id, handle) = bind(&iommu, group, info);
             devs.push(DevM {
                 id,
@@ -138,6 +207,8 @@ impl Model {
                 aperture,
                 reserved,
                 attached: false,
+                pasid_bits,
+                pasids: BTreeSet::new(),
             });
         }
         let first = iommu.ioas_alloc().expect("ioas_alloc");
@@ -146,6 +217,7 @@ impl Model {
         let mut ioas = BTreeMap::new();
         ioas.insert(first, IoasM::default());
         ioas.insert(second, IoasM::default());
+        let (guest, s1, cd_one, cd_four) = guest_setup();
         Model {
             iommu,
             last: Cell::new(None),
@@ -156,6 +228,11 @@ impl Model {
             ioas_seen: vec![first, second],
             hwpt_seen: Vec::new(),
             dead: BTreeSet::new(),
+            group_pasid: BTreeMap::new(),
+            guest,
+            s1,
+            cd_one,
+            cd_four,
         }
     }
 
@@ -241,8 +318,41 @@ impl Model {
         match pt {
             Pt::Ioas(i) => self.pick_ioas(i),
             Pt::Hwpt(i) => self.pick_hwpt(i).or_else(|| self.pick_ioas(i)),
+            Pt::Nested(i) => self
+                .pick_among(self.nested_hwpts(), i)
+                .or_else(|| self.pick_hwpt(i))
+                .or_else(|| self.pick_ioas(i)),
             Pt::Device(i) => Some(self.devs[i % self.devs.len()].id),
         }
+    }
+
+    pub(crate) fn pick_among(&self, ids: Vec<ObjId>, i: usize) -> Option<ObjId> {
+        (!ids.is_empty()).then(|| ids[i % ids.len()])
+    }
+
+    /// Indices 0..4 name a device and take `pasid` as given; larger ones pick one of the
+    /// attached (device, PASID) pairs when there is one (so that most replace, detach and
+    /// translate calls at a PASID find something there), else a device with PASIDs.
+    pub(crate) fn pick_attached_pasid(&self, i: usize, pasid: u32) -> (usize, u32) {
+        if i >= self.devs.len() {
+            let pairs: Vec<(usize, u32)> = (0..self.devs.len())
+                .flat_map(|d| self.devs[d].pasids.iter().map(move |&p| (d, p)))
+                .collect();
+            if !pairs.is_empty() {
+                return pairs[(i + pasid as usize) % pairs.len()];
+            }
+        }
+        (self.pick_pasid_dev(i), pasid)
+    }
+
+    /// Indices 0..4 name a device; larger ones pick one with PASIDs (devices 0, 1 and 3).
+    pub(crate) fn pick_pasid_dev(&self, i: usize) -> usize {
+        let n = self.devs.len();
+        if i < n {
+            return i;
+        }
+        let fits: Vec<usize> = (0..n).filter(|&d| self.devs[d].pasid_bits > 0).collect();
+        fits[i % fits.len()]
     }
 
     pub(crate) fn dev_hwpt(&self, d: usize) -> Option<ObjId> {
@@ -258,11 +368,56 @@ impl Model {
         self.dev_hwpt(d).map(|h| self.hwpt[&h].ioas)
     }
 
-    /// Devices attached (through any HWPT) to `ioas`.
+    /// The IOASes device `d` is attached to, at its RID or at any PASID (a nested HWPT's is
+    /// its parent's).
+    pub(crate) fn dev_ioases(&self, d: usize) -> Vec<ObjId> {
+        let dev = &self.devs[d];
+        let mut v: Vec<ObjId> = self.dev_ioas(d).into_iter().collect();
+        for p in &dev.pasids {
+            v.push(self.hwpt[&self.group_pasid[&(dev.group, *p)]].ioas);
+        }
+        v
+    }
+
+    /// Devices attached (through any HWPT, at the RID or at a PASID) to `ioas`.
     pub(crate) fn attached_to(&self, ioas: ObjId) -> Vec<usize> {
         (0..self.devs.len())
-            .filter(|&d| self.dev_ioas(d) == Some(ioas))
+            .filter(|&d| self.dev_ioases(d).contains(&ioas))
             .collect()
+    }
+
+    /// Where a translation of device `d` at `pasid` (0: the RID) goes (SPEC "PASID").
+    pub(crate) fn route(&self, d: usize, pasid: u32) -> Route {
+        let dev = &self.devs[d];
+        let through = |h: ObjId, ssid: Option<u32>| {
+            if self.hwpt[&h].nested.is_some() {
+                Route::Nested(h, ssid)
+            } else {
+                Route::Paging(h)
+            }
+        };
+        if pasid == 0 {
+            return match self.dev_hwpt(d) {
+                Some(h) => through(h, None),
+                None => Route::Blocked,
+            };
+        }
+        if !dev.pasid_valid(pasid) {
+            return Route::Blocked;
+        }
+        if dev.pasids.contains(&pasid) {
+            return through(self.group_pasid[&(dev.group, pasid)], Some(pasid));
+        }
+        // The RID's SMMUv3 CD table serves PASIDs the device has not attached.
+        match self.dev_hwpt(d) {
+            Some(h) => match &self.hwpt[&h].nested {
+                Some(n) if matches!(n.kind, NestKind::SmmuOne | NestKind::SmmuFour { .. }) => {
+                    Route::Nested(h, Some(pasid))
+                }
+                _ => Route::Blocked,
+            },
+            None => Route::Blocked,
+        }
     }
 
     pub(crate) fn device_limit(&self, ioas: ObjId) -> u128 {
@@ -289,8 +444,10 @@ impl Model {
             .collect()
     }
 
-    pub(crate) fn group_users(&self, h: ObjId) -> usize {
+    /// Attachments of HWPT `h`: groups whose RID is on it, (group, PASID)s on it.
+    pub(crate) fn users(&self, h: ObjId) -> usize {
         self.group_hwpt.iter().filter(|g| **g == Some(h)).count()
+            + self.group_pasid.values().filter(|g| **g == h).count()
     }
 
     /// True if `[0, limit)` holds a free hole of `len` bytes aligned to `align`.
@@ -316,8 +473,25 @@ impl Model {
         fits(free_from, limit)
     }
 
+    /// Live nested HWPTs, and live `NEST_PARENT` HWPTs.
+    pub(crate) fn nested_hwpts(&self) -> Vec<ObjId> {
+        self.hwpt
+            .iter()
+            .filter(|(_, h)| h.nested.is_some())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    pub(crate) fn parent_hwpts(&self) -> Vec<ObjId> {
+        self.hwpt
+            .iter()
+            .filter(|(_, h)| h.nest_parent)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     pub(crate) fn free_if_unused(&mut self, h: ObjId) {
-        if self.hwpt[&h].auto && self.group_users(h) == 0 {
+        if self.hwpt[&h].auto && self.users(h) == 0 {
             self.hwpt.remove(&h);
             self.dead.insert(h);
         }
@@ -341,9 +515,50 @@ impl Model {
                 ioas,
                 auto: true,
                 made_for,
+                nest_parent: false,
+                children: 0,
+                nested: None,
             },
         );
         self.hwpt_seen.push(h);
         Ok(())
     }
+}
+
+/// The guest of every case: its table memory, tables 0 and 1 (AArch64, 48-bit input) and 2
+/// (VT-d, 4 levels) with a few mappings each (into the guest RAM the prelude may map, into
+/// the IPA pages the other operations map, into the table memory itself, and around the
+/// 2 MiB boundary), and the two CD tables.
+fn guest_setup() -> (Guest, Vec<S1Table>, u64, u64) {
+    let guest = Guest::new(TABLES_IPA, TABLES_TARGET, TABLES_SIZE);
+    let cd_one = guest.alloc_page();
+    let cd_four = guest.alloc_page();
+    let arm = Fmt::Arm { t0sz: 16 };
+    let mut s1 = vec![
+        S1Table::new(&guest, arm),
+        S1Table::new(&guest, arm),
+        S1Table::new(&guest, Fmt::Vtd { levels: 4 }),
+    ];
+    write_cd(&guest, cd_one, 0, 16, s1[0].root);
+    write_cd(&guest, cd_four, 0, 16, s1[0].root);
+    write_cd(&guest, cd_four, 1, 16, s1[1].root);
+    // CD 2 stays invalid (V = 0).
+    write_cd(&guest, cd_four, 3, 16, s1[1].root);
+    for p in 0..8u64 {
+        s1[0].map(&guest, p * PAGE, (GUEST_RAM + p) * PAGE, PAGE, p % 3 != 0);
+    }
+    s1[0].map(&guest, 8 * PAGE, 5 * PAGE, PAGE, true);
+    s1[0].map(&guest, 10 * PAGE, TABLES_IPA, PAGE, true);
+    for p in 2..12u64 {
+        s1[1].map(&guest, p * PAGE, (GUEST_RAM - 4 + 2 * p) * PAGE, PAGE, true);
+    }
+    for p in 508..514u64 {
+        s1[1].map(&guest, p * PAGE, (p - 468) * PAGE, PAGE, p % 2 == 0);
+    }
+    for p in 0..6u64 {
+        s1[2].map(&guest, p * PAGE, (GUEST_RAM + 12 + p) * PAGE, PAGE, p != 4);
+    }
+    s1[2].map(&guest, 511 * PAGE, 20 * PAGE, PAGE, true);
+    s1[2].map(&guest, 512 * PAGE, 21 * PAGE, PAGE, true);
+    (guest, s1, cd_one, cd_four)
 }

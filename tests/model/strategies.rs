@@ -1,7 +1,7 @@
 //! The operations a case is made of, and the proptest strategies that generate them.
 
 use crate::common::PAGE;
-use crate::TBASE;
+use crate::{GUEST_RAM, TABLES_IPA, TABLES_SIZE, TABLES_TARGET, TBASE};
 use proptest::prelude::*;
 use viommu::{Access, Prot};
 
@@ -30,6 +30,8 @@ pub(crate) enum UnmapRange {
 pub(crate) enum Pt {
     Ioas(usize),
     Hwpt(usize),
+    /// A live nested HWPT (any HWPT when there is none).
+    Nested(usize),
     /// Wrong type.
     Device(usize),
 }
@@ -46,12 +48,53 @@ pub(crate) enum AllocPt {
     Ioas(usize),
     /// Wrong type.
     Device(usize),
+    /// A HWPT without stage-1 data: EOPNOTSUPP (or ENOENT once destroyed).
+    Hwpt(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Victim {
     Ioas(usize),
     Hwpt(usize),
+    /// A device: EBUSY while attached at its RID or at any PASID; once destroyed, the model
+    /// binds a new device with the same info in its place.
+    Device(usize),
+}
+
+/// The parent of a nested HWPT.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ParentSel {
+    /// A live `NEST_PARENT` HWPT (any HWPT when there is none).
+    Parent(usize),
+    /// Any HWPT (live or dead): plain, nested and dead ones are refused.
+    Hwpt(usize),
+    Ioas(usize),
+    Device(usize),
+}
+
+/// The stage-1 data of a nested HWPT (the tables and CD tables are the model's guest's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NestKind {
+    /// SMMUv3, S1CDMax 0: one CD, pointing at table 0.
+    SmmuOne,
+    /// SMMUv3, S1CDMax 2: CDs 0 and 1 point at tables 0 and 1, CD 2 is invalid, CD 3 points
+    /// at table 1; untagged DMA per `s1dss` (0 terminate, 1 bypass, 2 CD 0).
+    SmmuFour { s1dss: u64 },
+    /// VT-d first stage, 4 levels: table 2.
+    Vtd,
+    /// Stage-1 data the library refuses (EINVAL); the index picks which.
+    Invalid(u8),
+}
+
+/// The HWPT an invalidation names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum InvSel {
+    /// A live nested HWPT (any HWPT when there is none).
+    Nested(usize),
+    /// Any HWPT (live or dead): a paging one is refused.
+    Hwpt(usize),
+    Ioas(usize),
+    Device(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +118,9 @@ pub(crate) enum HeldCall {
     UnmapAll(usize),
     Detach(usize),
     Synchronize,
+    /// `device_detach_pasid(dev, pasid)`.
+    DetachPasid(usize, u32),
+    Invalidate(InvSel),
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +162,50 @@ pub(crate) enum Op {
         len: TLen,
         access: Access,
         pinned: bool,
+    },
+    AttachPasid {
+        dev: usize,
+        pasid: u32,
+        pt: Pt,
+    },
+    ReplacePasid {
+        dev: usize,
+        pasid: u32,
+        pt: Pt,
+    },
+    DetachPasid {
+        dev: usize,
+        pasid: u32,
+    },
+    /// A translation through `pin_pasid(pasid)` (0: the RID).
+    TranslatePasid {
+        dev: usize,
+        pasid: u32,
+        at: At,
+        len: TLen,
+        access: Access,
+    },
+    AllocNested {
+        dev: AllocDev,
+        parent: ParentSel,
+        kind: NestKind,
+    },
+    Invalidate {
+        hwpt: InvSel,
+        inv: viommu::Invalidation,
+    },
+    /// The guest maps IOVA page `page` of its stage-1 table `table` to IPA `ipa`, without
+    /// invalidating.
+    S1Map {
+        table: usize,
+        page: u64,
+        ipa: u64,
+        writable: bool,
+    },
+    /// The guest clears IOVA page `page` of its table `table`, without invalidating.
+    S1Unmap {
+        table: usize,
+        page: u64,
     },
     /// A waiting call made while the calling thread holds a guard of `dev`: EDEADLK.
     WhileHolding {
@@ -162,7 +252,130 @@ pub(crate) fn pt_strategy() -> impl Strategy<Value = Pt> {
     prop_oneof![
         4 => (0usize..4).prop_map(Pt::Ioas),
         4 => (0usize..8).prop_map(Pt::Hwpt),
+        2 => (0usize..8).prop_map(Pt::Nested),
         1 => (0usize..4).prop_map(Pt::Device),
+    ]
+}
+
+/// Mostly valid PASIDs of the PASID-capable devices (1..=3), sometimes 0, one past the
+/// range of the 2-bit devices, or far out.
+pub(crate) fn pasid_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        10 => 1u32..=3,
+        1 => Just(0u32),
+        1 => Just(4u32),
+        1 => prop_oneof![Just(1u32 << 20), Just(u32::MAX)],
+    ]
+}
+
+/// Mostly PASID-capable devices (see `Model::pick_pasid_dev`).
+pub(crate) fn pasid_dev_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 4usize..12, 1 => 0usize..4]
+}
+
+pub(crate) fn nest_kind_strategy() -> impl Strategy<Value = NestKind> {
+    prop_oneof![
+        3 => Just(NestKind::SmmuOne),
+        3 => (0u64..3).prop_map(|s1dss| NestKind::SmmuFour { s1dss }),
+        3 => Just(NestKind::Vtd),
+        1 => (0u8..6).prop_map(NestKind::Invalid),
+    ]
+}
+
+pub(crate) fn invalidation_strategy() -> impl Strategy<Value = viommu::Invalidation> {
+    use viommu::Invalidation;
+    let pasid = prop_oneof![
+        4 => Just(None),
+        4 => (0u32..4).prop_map(Some),
+        1 => Just(Some(1u32 << 20)),
+    ];
+    let range = prop_oneof![
+        6 => ((0u64..24).prop_map(|p| p * PAGE), (1u64..4).prop_map(|n| n * PAGE)),
+        1 => Just((0u64, u64::MAX)),
+        1 => Just((0u64, 0u64)),
+        // Ends exactly at 2^64, or wraps.
+        1 => Just((u64::MAX - PAGE + 1, PAGE)),
+        1 => Just((u64::MAX - PAGE + 2, PAGE)),
+    ];
+    prop_oneof![
+        2 => Just(Invalidation::All),
+        4 => (pasid, range).prop_map(|(pasid, (iova, len))| Invalidation::Range { pasid, iova, len }),
+        2 => prop_oneof![4 => 0u32..4, 1 => Just(1u32 << 20)]
+            .prop_map(|pasid| Invalidation::Config { pasid }),
+    ]
+}
+
+pub(crate) fn inv_sel_strategy() -> impl Strategy<Value = InvSel> {
+    prop_oneof![
+        6 => (0usize..8).prop_map(InvSel::Nested),
+        2 => (0usize..8).prop_map(InvSel::Hwpt),
+        1 => (0usize..4).prop_map(InvSel::Ioas),
+        1 => (0usize..4).prop_map(InvSel::Device),
+    ]
+}
+
+/// Stage-1 IOVA pages the guest changes: the low window the translations look at, and
+/// around the 2 MiB boundary (another last-level table).
+pub(crate) fn s1_page_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => 0u64..24, 1 => 504u64..516]
+}
+
+/// The guest's table memory mapped (read-only, mostly) in an IOAS at its fixed IPA.
+pub(crate) fn map_tables(ioas: usize, prot: Prot) -> Op {
+    Op::Map {
+        ioas,
+        iova: Some(TABLES_IPA),
+        target: Target::At(TABLES_TARGET),
+        len: TABLES_SIZE,
+        prot,
+    }
+}
+
+pub(crate) fn nested_ops_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (pasid_dev_strategy(), pasid_strategy(), pt_strategy())
+            .prop_map(|(dev, pasid, pt)| Op::AttachPasid { dev, pasid, pt }),
+        2 => (pasid_dev_strategy(), pasid_strategy(), pt_strategy())
+            .prop_map(|(dev, pasid, pt)| Op::ReplacePasid { dev, pasid, pt }),
+        2 => (pasid_dev_strategy(), pasid_strategy())
+            .prop_map(|(dev, pasid)| Op::DetachPasid { dev, pasid }),
+        3 => (translate_strategy(), pasid_dev_strategy(), prop_oneof![6 => pasid_strategy(), 1 => Just(0u32)])
+            .prop_map(|(t, dev, pasid)| match t {
+                Op::Translate { at, len, access, .. } => Op::TranslatePasid { dev, pasid, at, len, access },
+                _ => unreachable!(),
+            }),
+        2 => (
+            prop_oneof![
+                8 => (0usize..4).prop_map(AllocDev::Device),
+                1 => (0usize..4).prop_map(AllocDev::Ioas),
+            ],
+            prop_oneof![
+                8 => (0usize..8).prop_map(ParentSel::Parent),
+                2 => (0usize..8).prop_map(ParentSel::Hwpt),
+                1 => (0usize..4).prop_map(ParentSel::Ioas),
+                1 => (0usize..4).prop_map(ParentSel::Device),
+            ],
+            nest_kind_strategy(),
+        )
+            .prop_map(|(dev, parent, kind)| Op::AllocNested { dev, parent, kind }),
+        2 => (inv_sel_strategy(), invalidation_strategy())
+            .prop_map(|(hwpt, inv)| Op::Invalidate { hwpt, inv }),
+        3 => (
+            0usize..3,
+            s1_page_strategy(),
+            prop_oneof![
+                4 => GUEST_RAM..GUEST_RAM + 32,
+                3 => 0u64..48,
+                1 => (0u64..TABLES_SIZE / PAGE).prop_map(|p| TABLES_IPA / PAGE + p),
+                1 => Just(600u64),
+            ]
+            .prop_map(|p| p * PAGE),
+            prop::bool::weighted(0.7),
+        )
+            .prop_map(|(table, page, ipa, writable)| Op::S1Map { table, page, ipa, writable }),
+        1 => (0usize..3, s1_page_strategy()).prop_map(|(table, page)| Op::S1Unmap { table, page }),
+        1 => (0usize..4, prop_oneof![4 => Just(Prot::READ), 1 => Just(Prot::RW), 1 => Just(Prot::WRITE)])
+            .prop_map(|(ioas, prot)| map_tables(ioas, prot)),
     ]
 }
 
@@ -246,11 +459,64 @@ pub(crate) fn case_strategy() -> impl Strategy<Value = Vec<Op>> {
             len: pages * PAGE,
             prot,
         });
+    // Often: the guest's tables mapped in IOAS 0 (and 1), a NEST_PARENT HWPT on IOAS 0 and a
+    // nested HWPT above it, so that the random operations find nesting set up.
+    let nest_prelude = (
+        prop::bool::weighted(0.6),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.4),
+        0usize..4,
+        nest_kind_strategy(),
+        prop::option::weighted(
+            0.5,
+            (
+                4usize..12,
+                1u32..=3,
+                prop_oneof![(0usize..2).prop_map(Pt::Ioas), Just(Pt::Nested(0))],
+            ),
+        ),
+    )
+        .prop_map(|(tables0, tables1, nest, dev, kind, pasid_attach)| {
+            let mut ops = Vec::new();
+            if tables0 {
+                ops.push(map_tables(0, Prot::READ));
+            }
+            if tables1 {
+                ops.push(map_tables(1, Prot::READ));
+            }
+            if nest {
+                for (page, prot) in [(GUEST_RAM, Prot::RW), (GUEST_RAM + 16, Prot::READ)] {
+                    ops.push(Op::Map {
+                        ioas: 0,
+                        iova: Some(page * PAGE),
+                        target: Target::FollowIova,
+                        len: 16 * PAGE,
+                        prot,
+                    });
+                }
+                ops.push(Op::HwptAlloc {
+                    dev: AllocDev::Device(dev),
+                    pt: AllocPt::Ioas(0),
+                    flags: 1,
+                });
+                ops.push(Op::AllocNested {
+                    dev: AllocDev::Device(dev),
+                    parent: ParentSel::Parent(0),
+                    kind,
+                });
+            }
+            if let Some((dev, pasid, pt)) = pasid_attach {
+                ops.push(Op::AttachPasid { dev, pasid, pt });
+            }
+            ops
+        });
     (
         prop::collection::vec(prelude_map, 0..12),
+        nest_prelude,
         prop::collection::vec(op_strategy(), 1..40),
     )
-        .prop_map(|(mut prelude, ops)| {
+        .prop_map(|(mut prelude, nest, ops)| {
+            prelude.extend(nest);
             prelude.extend(ops);
             prelude
         })
@@ -282,6 +548,7 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
             prop_oneof![
                 6 => (0usize..4).prop_map(AllocPt::Ioas),
                 1 => (0usize..4).prop_map(AllocPt::Device),
+                1 => (0usize..8).prop_map(AllocPt::Hwpt),
             ],
             prop_oneof![4 => Just(0u32), 2 => Just(1u32), 1 => Just(1u32 << 7)],
         )
@@ -290,8 +557,9 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
         6 => (0usize..20, pt_strategy()).prop_map(|(dev, pt)| Op::Replace { dev, pt }),
         2 => (0usize..20).prop_map(|dev| Op::Detach { dev }),
         2 => prop_oneof![
-            (0usize..4).prop_map(Victim::Ioas),
-            (0usize..8).prop_map(Victim::Hwpt),
+            3 => (0usize..4).prop_map(Victim::Ioas),
+            3 => (0usize..8).prop_map(Victim::Hwpt),
+            1 => (0usize..4).prop_map(Victim::Device),
         ]
         .prop_map(|victim| Op::Destroy { victim }),
         8 => translate_strategy(),
@@ -301,9 +569,12 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
                 (0usize..4).prop_map(HeldCall::UnmapAll),
                 (0usize..4).prop_map(HeldCall::Detach),
                 Just(HeldCall::Synchronize),
+                (0usize..4, pasid_strategy()).prop_map(|(d, p)| HeldCall::DetachPasid(d, p)),
+                inv_sel_strategy().prop_map(HeldCall::Invalidate),
             ],
         )
             .prop_map(|(dev, call)| Op::WhileHolding { dev, call }),
         1 => Just(Op::CheckAll),
+        14 => nested_ops_strategy(),
     ]
 }
