@@ -220,7 +220,10 @@ fn unmap_keeps_emptied_tables_linked_and_prune_retires_them() {
     for _ in 0..100 {
         pt.map(5 << 39, 0x7000, K4, Prot::RW);
         assert_eq!(tables(), base + 3);
-        assert_eq!(tr(&r, &pt, 5 << 39, K4, Access::Read).unwrap()[0].target, 0x7000);
+        assert_eq!(
+            tr(&r, &pt, 5 << 39, K4, Access::Read).unwrap()[0].target,
+            0x7000
+        );
         pt.unmap(5 << 39, K4, &mut retired);
         assert!(retired.is_empty());
     }
@@ -349,5 +352,9 @@ fn a_large_map_over_a_kept_empty_table_maps_inside_it() {
         pt.prune(&mut retired);
         drop(retired);
     }
-    assert_eq!(r.counters.tables.load(Ordering::Relaxed), 0, "every table freed");
+    assert_eq!(
+        r.counters.tables.load(Ordering::Relaxed),
+        0,
+        "every table freed"
+    );
 }

@@ -14,6 +14,10 @@ use super::device::VirtioIommu;
 use super::wire::{self, Status};
 use crate::error::Result;
 use crate::iommu::{Iommu, UnmapCompletion};
+use smallvec::SmallVec;
+
+/// A reply's bytes: a tail (4 bytes) inline, a PROBE reply on the heap.
+pub(crate) type Reply = SmallVec<[u8; 8]>;
 
 /// What must hold before a request may be reported complete.
 pub(crate) enum Fence {
@@ -45,7 +49,8 @@ impl Fence {
 /// start of its device-writable buffer (the used length is their count) and its fence.
 #[must_use = "a request is complete only once its fence holds: put it in a Batch and wait"]
 pub struct Completion {
-    reply: Vec<u8>,
+    /// Inline for a tail (and any reply up to 8 bytes); PROBE's longer reply spills.
+    reply: Reply,
     status: Option<Status>,
     pub(crate) fence: Option<Fence>,
 }
@@ -53,13 +58,13 @@ pub struct Completion {
 impl Completion {
     pub(crate) fn unwritten() -> Completion {
         Completion {
-            reply: Vec::new(),
+            reply: Reply::new(),
             status: None,
             fence: None,
         }
     }
 
-    pub(crate) fn with_reply(reply: Vec<u8>, status: Status) -> Completion {
+    pub(crate) fn with_reply(reply: Reply, status: Status) -> Completion {
         Completion {
             reply,
             status: Some(status),
@@ -133,6 +138,14 @@ impl Batch {
     /// completed; the batch then keeps its replies, and `wait` may be called again from a
     /// thread without guards.
     pub fn wait(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut replies = Vec::with_capacity(self.items.len());
+        self.wait_with(|_, reply| replies.push(reply.to_vec()))?;
+        Ok(replies)
+    }
+
+    /// [`Batch::wait`], handing each reply to `f` (its index, its bytes) instead of collecting
+    /// them: the queue drivers' path, which copies each reply straight into its buffer.
+    pub(crate) fn wait_with(&mut self, mut f: impl FnMut(usize, &[u8])) -> Result<()> {
         for i in (0..self.items.len()).rev() {
             if let Some(f) = self.items[i].fence.take() {
                 match f {
@@ -156,7 +169,10 @@ impl Batch {
                 }
             }
         }
-        Ok(self.items.drain(..).map(|c| c.reply).collect())
+        for (i, c) in self.items.drain(..).enumerate() {
+            f(i, &c.reply);
+        }
+        Ok(())
     }
 }
 
@@ -200,14 +216,13 @@ impl VirtioIommu {
         for r in requests.iter() {
             batch.push(self.submit(r.readable, r.writable.len()));
         }
-        let replies = batch.wait()?;
-        for (r, reply) in requests.iter_mut().zip(replies) {
+        batch.wait_with(|i, reply| {
+            let r = &mut requests[i];
             if let Some(out) = r.writable.get_mut(..reply.len()) {
-                out.copy_from_slice(&reply);
+                out.copy_from_slice(reply);
                 r.used = reply.len();
             }
-        }
-        Ok(())
+        })
     }
 
     /// One request, completed before returning (its fence waited for): writes the reply into

@@ -16,7 +16,7 @@
 //! mapping), so that every check is made, and every status chosen, before viommu is
 //! asked to change anything: a rejected request changes nothing.
 
-use super::batch::{Completion, Fence};
+use super::batch::{Completion, Fence, Reply};
 use super::config::{Config, F_MAP_UNMAP, F_MMIO, F_PROBE, OFFERED_FEATURES};
 use super::event::FaultEvent;
 use super::wire::{
@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::iommu::Iommu;
 use crate::translation::Fault;
 use crate::types::{Access, GroupId, ObjId, Prot};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
@@ -449,7 +450,7 @@ impl VirtioIommu {
             // The device cannot find the tail: buffers returned unwritten.
             None => Completion::unwritten(),
             Some(at) => {
-                let mut reply = vec![0u8; at + TAIL_SIZE];
+                let mut reply = Reply::from_elem(0, at + TAIL_SIZE);
                 reply[at] = status.as_u8();
                 Completion::with_reply(reply, status)
             }
@@ -668,7 +669,7 @@ impl VirtioIommu {
             return (Status::Inval, None);
         }
         // The mappings the range touches, and whether it would split one.
-        let mut hit = Vec::new();
+        let mut hit: SmallVec<[u64; 4]> = SmallVec::new();
         for (&s, &(last, _, _)) in d.mappings.range(..=end).rev() {
             if last < start {
                 break;
@@ -710,7 +711,7 @@ impl VirtioIommu {
         if writable_len < full {
             return self.tail_only(T_PROBE, writable_len, Status::Inval);
         }
-        let mut reply = vec![0u8; full];
+        let mut reply = Reply::from_elem(0, full);
         let mut at = 0;
         for r in &ep.resv {
             let subtype = match r.kind {

@@ -129,25 +129,23 @@ impl VirtioIommu {
         Q: QueueT,
         M: GuestMemory,
     {
-        let replies = match pass.batch.wait() {
-            Ok(r) => r,
-            Err(e) => {
+        // The used length of each served chain, in pass order.
+        let mut written = Vec::with_capacity(pass.chains.len());
+        {
+            let served: Vec<&Chain> = pass.chains.iter().filter(|c| c.ok).collect();
+            let waited = pass.batch.wait_with(|i, reply| {
+                let c = served[i];
+                let ok = reply.len() <= c.writable_len && write_reply(mem, &c.writable, reply);
+                written.push(if ok { reply.len() } else { 0 });
+            });
+            if let Err(e) = waited {
                 self.stalled = Some(pass);
                 return Err(QueueError::Fence(e));
             }
-        };
-        let mut replies = replies.into_iter();
+        }
+        let mut written = written.into_iter();
         for c in &pass.chains {
-            let len = if c.ok {
-                let reply = replies.next().unwrap_or_default();
-                if reply.len() <= c.writable_len && write_reply(mem, &c.writable, &reply) {
-                    reply.len()
-                } else {
-                    0
-                }
-            } else {
-                0
-            };
+            let len = if c.ok { written.next().unwrap_or(0) } else { 0 };
             // len <= writable_len, which came from the sum of u32 descriptor lengths.
             let len = u32::try_from(len).unwrap_or(0);
             queue
