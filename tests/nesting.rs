@@ -919,9 +919,9 @@ mod garbage {
     fn word() -> impl Strategy<Value = u64> {
         prop_oneof![
             3 => (0..TABLE_PAGES, any::<u16>())
-                .prop_map(|(p, flags)| TABLES_IPA + p * PAGE | u64::from(flags & 0xfff)),
+                .prop_map(|(p, flags)| (TABLES_IPA + p * PAGE) | u64::from(flags & 0xfff)),
             2 => (0..DATA_SIZE / PAGE, any::<u16>(), any::<bool>())
-                .prop_map(|(p, flags, hi)| DATA_IPA + p * PAGE | u64::from(flags & 0xfff)
+                .prop_map(|(p, flags, hi)| (DATA_IPA + p * PAGE) | u64::from(flags & 0xfff)
                     | if hi { 1 << 62 } else { 0 }),
             1 => any::<u64>(),
             1 => Just(0u64),
