@@ -52,12 +52,8 @@ fn world() -> World {
             ..DeviceInfo::default()
         },
     );
-    let ioas = iommu.ioas_alloc().unwrap();
     let guest = Guest::new(TABLES_IPA, TABLES_TARGET, TABLES_SIZE);
-    guest.map_tables(&iommu, ioas);
-    iommu
-        .ioas_map(ioas, Some(DATA_IPA), DATA_TARGET, DATA_SIZE, Prot::RW)
-        .unwrap();
+    let ioas = guest.parent_ioas(&iommu, (DATA_IPA, DATA_TARGET, DATA_SIZE));
     let parent = iommu.hwpt_alloc(dev, ioas, HwptFlags::NEST_PARENT).unwrap();
     World {
         iommu,

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 use viommu::{
-    Access, Chunk, Device, DeviceInfo, Fault, FaultKind, HwptFlags, Iommu, ObjId, Prot, Stage1,
+    Access, Chunk, Device, DeviceInfo, Fault, FaultKind, HwptFlags, Iommu, ObjId, Stage1,
 };
 
 /// Guest table memory: IPAs from here (4 MiB) ...
@@ -334,12 +334,8 @@ fn world() -> World {
     };
     let (dev, h) = bind(&iommu, 1, info());
     let (peer, peer_h) = bind(&iommu, 1, info());
-    let ioas = iommu.ioas_alloc().unwrap();
     let guest = Guest::new(TABLES_IPA, TABLES_TARGET, TABLES_SIZE);
-    guest.map_tables(&iommu, ioas);
-    iommu
-        .ioas_map(ioas, Some(DATA_IPA), DATA_TARGET, DATA_SIZE, Prot::RW)
-        .unwrap();
+    let ioas = guest.parent_ioas(&iommu, (DATA_IPA, DATA_TARGET, DATA_SIZE));
     let parent = iommu.hwpt_alloc(dev, ioas, HwptFlags::NEST_PARENT).unwrap();
     World {
         iommu,

@@ -356,15 +356,8 @@ impl Model {
         flags: u32,
         ctx: &str,
     ) -> Check {
-        let (dev_id, dev_idx) = match dev {
-            AllocDev::Device(i) => {
-                let i = i % self.devs.len();
-                (self.devs[i].id, Some(i))
-            }
-            AllocDev::Ioas(i) => match self.pick_ioas(i) {
-                Some(id) => (id, None),
-                None => return Ok(()),
-            },
+        let Some((dev_id, dev_idx)) = self.pick_alloc_dev(dev) else {
+            return Ok(());
         };
         let pt_id = match pt {
             AllocPt::Ioas(i) => match self.pick_ioas(i) {

@@ -198,15 +198,8 @@ impl Model {
         kind: NestKind,
         ctx: &str,
     ) -> Check {
-        let (dev_id, dev_idx) = match dev {
-            AllocDev::Device(i) => {
-                let i = i % self.devs.len();
-                (self.devs[i].id, Some(i))
-            }
-            AllocDev::Ioas(i) => match self.pick_ioas(i) {
-                Some(id) => (id, None),
-                None => return Ok(()),
-            },
+        let Some((dev_id, dev_idx)) = self.pick_alloc_dev(dev) else {
+            return Ok(());
         };
         let parent_id = match parent {
             ParentSel::Parent(i) => self

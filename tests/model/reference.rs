@@ -271,6 +271,18 @@ impl Model {
     }
 
     /// Indices below 3 pick a live IOAS, 3 a destroyed one (when there is one).
+    /// The `dev` argument of an allocating call: a device (its ID and index) or, for the
+    /// wrong-type cases, a live IOAS (`None` when there is none to pick).
+    pub(crate) fn pick_alloc_dev(&self, dev: AllocDev) -> Option<(ObjId, Option<usize>)> {
+        match dev {
+            AllocDev::Device(i) => {
+                let i = i % self.devs.len();
+                Some((self.devs[i].id, Some(i)))
+            }
+            AllocDev::Ioas(i) => self.pick_ioas(i).map(|id| (id, None)),
+        }
+    }
+
     pub(crate) fn pick_ioas(&self, i: usize) -> Option<ObjId> {
         self.pick(self.ioas.keys().copied().collect(), &self.ioas_seen, i, 3)
     }

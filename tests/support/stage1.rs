@@ -95,6 +95,18 @@ impl Guest {
             .expect("map the guest's table memory");
     }
 
+    /// A new IOAS for a nesting parent: the guest's table memory (read-only) and the data
+    /// range `(ipa, target, len)` (read-write).
+    pub fn parent_ioas(&self, iommu: &Iommu, data: (u64, u64, u64)) -> ObjId {
+        let ioas = iommu.ioas_alloc().expect("ioas_alloc");
+        self.map_tables(iommu, ioas);
+        let (ipa, target, len) = data;
+        iommu
+            .ioas_map(ioas, Some(ipa), target, len, Prot::RW)
+            .expect("map the guest's data");
+        ioas
+    }
+
     /// A zeroed page of table memory (its IPA).
     pub fn alloc_page(&self) -> u64 {
         let mut next = self.next.lock().unwrap();
