@@ -228,6 +228,8 @@ impl DmaGuard<'_> {
     /// A zero `len` gives an empty translation. Faults name the first IOVA that cannot be
     /// translated: `Blocked` if the device was not attached when the guard was made,
     /// `Aperture` past the device's or the domain's aperture, `Unmapped`, `Permission`.
+    /// Through a nested domain the IOVA goes through the guest's stage 1 and then stage 2,
+    /// with the faults of [`crate::docs::nesting`] ("Faults").
     // Always inlined: the result is returned through memory, and a caller that reads it
     // right after an out-of-line call stalls on store forwarding (measured: most of the
     // cost of a hit). The multi-leaf tail stays out of line.
