@@ -109,7 +109,7 @@ SCENARIOS:
 ",
     );
     for sc in Scenario::ALL {
-        s.push_str(&format!("    {:<20} {}\n", sc.name(), sc.describe()));
+        s.push_str(&format!("    {:<22} {}\n", sc.name(), sc.describe()));
     }
     s
 }

@@ -5,7 +5,10 @@
 //! per 64 translations, and detach + attach instead of replace), and the designs it is
 //! measured against: cloud-hypervisor-style `RwLock<BTreeMap>` domains, rust-vmm vm-memory's
 //! `Iotlb` behind an `RwLock`, a `Mutex` around a plain radix table, and the same radix walk
-//! with no synchronization at all (the floor).
+//! with no synchronization at all (the floor). The rust-vmm integration scenarios
+//! (`iommu-memory`, `virtio-iommu-mapunmap`) compare viommu's `DeviceIommu` and `VirtioIommu`
+//! with rust-vmm-style baselines of their own instead (`baselines::vm_iommu`,
+//! `baselines::ch_virtio`).
 //!
 //! `cargo run --release -p viommu-perf` runs the quick mode (about a minute on two cores),
 //! prints the tables and the project's ratio targets, and writes `results.json` and SVG plots

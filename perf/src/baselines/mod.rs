@@ -19,6 +19,7 @@
 //! implementation pays for dynamic dispatch.
 
 pub mod btree;
+pub mod ch_virtio;
 pub mod iotlb;
 pub mod mutex_radix;
 // Shared with the criterion bench `nested` and `examples/hot_path.rs` (`#[path]` include).
@@ -30,6 +31,7 @@ pub mod two_domains;
 pub mod radix;
 pub mod unsync;
 pub mod viommu_api;
+pub mod vm_iommu;
 
 use std::fmt;
 use viommu::{Access, FaultKind};

@@ -7,11 +7,13 @@
 
 pub mod batch;
 pub mod control;
+pub mod iommu_memory;
 pub mod memory;
 pub mod nested;
 pub mod pause;
 pub mod populate;
 pub mod readers;
+pub mod virtio_mapunmap;
 
 use crate::args::Config;
 use crate::baselines::{with_translator, Kind, Layout, PAGE, PAGE_2M};
@@ -60,11 +62,18 @@ pub enum Scenario {
     NestedTranslate,
     /// Readers on nested HWPTs while the RID or a PASID is replaced between two of them.
     NestedReplace,
+    /// 512-byte reads and writes through vm-memory's `IommuMemory` over viommu's
+    /// `DeviceIommu` against the `RwLock<Iotlb>` pattern (`swap` and `refill`), idle and under
+    /// a replace storm.
+    IommuMemory,
+    /// MAP+UNMAP pairs through `VirtioIommu::process_batch` against a cloud-hypervisor-style
+    /// device, with and without a DMA thread.
+    VirtioIommuMapUnmap,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::TranslateIdle,
         Scenario::Translate256,
         Scenario::TranslateReplace,
@@ -79,6 +88,8 @@ impl Scenario {
         Scenario::Memory,
         Scenario::NestedTranslate,
         Scenario::NestedReplace,
+        Scenario::IommuMemory,
+        Scenario::VirtioIommuMapUnmap,
     ];
 
     /// The name used by `--scenario` and in the report.
@@ -98,6 +109,8 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::NestedTranslate => "nested-translate",
             Scenario::NestedReplace => "nested-replace",
+            Scenario::IommuMemory => "iommu-memory",
+            Scenario::VirtioIommuMapUnmap => "virtio-iommu-mapunmap",
         }
     }
 
@@ -138,6 +151,12 @@ impl Scenario {
             Scenario::NestedReplace => {
                 "readers on nested HWPTs, RID / PASID replaced between two every 10us, vs idle"
             }
+            Scenario::IommuMemory => {
+                "vm-memory IommuMemory 512B read/write_slice: DeviceIommu vs RwLock<Iotlb> swap/refill"
+            }
+            Scenario::VirtioIommuMapUnmap => {
+                "virtio-iommu MAP+UNMAP pairs, passes of 32: VirtioIommu vs cloud-hypervisor style"
+            }
         }
     }
 
@@ -165,7 +184,10 @@ impl Scenario {
             Scenario::Unmap => &[DetachAttach, Unsync],
             Scenario::MapUnmap4k | Scenario::MapUnmap2m => &[ViommuGuard, DetachAttach, Unsync],
             Scenario::Memory => &[ViommuGuard, Unsync],
-            Scenario::NestedTranslate | Scenario::NestedReplace => &[
+            Scenario::NestedTranslate
+            | Scenario::NestedReplace
+            | Scenario::IommuMemory
+            | Scenario::VirtioIommuMapUnmap => &[
                 ViommuGuard,
                 DetachAttach,
                 RwLockBTree,
@@ -472,6 +494,9 @@ impl CaseResult {
         if self.reader_ops > 0 {
             s += &format!(" {:8.1} Mops/s", self.mops);
         }
+        if self.scenario == Scenario::IommuMemory.name() && self.storm != Storm::None {
+            s += &format!("  {:.0} switches/s", self.writer_ops_per_s);
+        }
         if let Some(p) = &self.per_op {
             s += &format!("  p50 {:.1}ns", p.p50_ns);
             for (against, x) in &p.ratios {
@@ -548,6 +573,13 @@ pub fn plan(cfg: &Config) -> Vec<Case> {
                 }
                 v
             }
+            // The reader counts (its targets are at 1 and 2), not more.
+            Scenario::IommuMemory => [1, 2]
+                .into_iter()
+                .filter(|&n| n <= cfg.max_threads.max(1))
+                .collect(),
+            // No DMA thread, then one.
+            Scenario::VirtioIommuMapUnmap => vec![0, 1],
             Scenario::MapUnmap4k
             | Scenario::MapUnmap2m
             | Scenario::ReplacePopulate
@@ -576,8 +608,14 @@ pub fn run(cfg: &Config) -> Vec<CaseResult> {
     let width = cases.len().to_string().len();
     let started = Instant::now();
     for (i, case) in cases.iter().enumerate() {
-        if case.scenario == Scenario::NestedTranslate {
-            for r in nested::run_translate(cfg, case) {
+        let several = match case.scenario {
+            Scenario::NestedTranslate => Some(nested::run_translate(cfg, case)),
+            Scenario::IommuMemory => Some(iommu_memory::run(cfg, case)),
+            Scenario::VirtioIommuMapUnmap => Some(virtio_mapunmap::run(cfg, case)),
+            _ => None,
+        };
+        if let Some(rs) = several {
+            for r in rs {
                 eprintln!(
                     "[{:>width$}/{}] {:>5.1}s {}",
                     i + 1,
@@ -662,7 +700,9 @@ fn run_case(cfg: &Config, layout: &Layout, case: &Case) -> CaseResult {
         Scenario::DmaPause => pause::run(cfg, case),
         Scenario::ReplacePopulate => populate::run(cfg, case),
         Scenario::NestedReplace => nested::run_replace(cfg, case),
-        Scenario::NestedTranslate => unreachable!("run_translate gives several results"),
+        Scenario::NestedTranslate | Scenario::IommuMemory | Scenario::VirtioIommuMapUnmap => {
+            unreachable!("these scenarios give several results a case")
+        }
     }
 }
 
