@@ -16,6 +16,9 @@ use viommu::{Prot, Stats};
 
 const PAGE: u64 = 4096;
 
+#[path = "support/stage1.rs"]
+mod stage1;
+
 /// Counts allocations and frees per thread, so a test can assert that a DMA thread did none.
 struct CountingAlloc;
 
@@ -630,4 +633,98 @@ fn the_fault_of_a_request_that_leaves_the_aperture_lies_inside_it() {
     assert_eq!((f.iova, f.kind), (1 << 48, FaultKind::Aperture));
     let f = narrow.translate(PAGE, u64::MAX, Access::Read).unwrap_err();
     assert_eq!((f.iova, f.kind), (1 << 48, FaultKind::Aperture));
+}
+
+/// G11 and G13 for nested domains: a DMA thread translating through nested HWPTs (IOTLB hits,
+/// misses that walk the guest's tables through stage 2, tagged substreams through the CD
+/// table) while the control plane replaces between them, invalidates and unmaps stage 2,
+/// neither allocates nor frees: the IOTLB is static thread-local storage.
+#[test]
+fn a_dma_thread_on_nested_domains_never_allocates_or_frees() {
+    use stage1::{ste_s1, write_cd, Fmt, Guest, S1Table};
+    use viommu::{Invalidation, Stage1};
+    const DATA_IPA: u64 = 0x1000_0000;
+    let iommu = Iommu::new();
+    let info = viommu::DeviceInfo {
+        pasid_bits: 4,
+        ..viommu::DeviceInfo::default()
+    };
+    let (dev_id, dev) = iommu.device_bind(GroupId(1), info).unwrap();
+    let guest = Guest::new(0x4000_0000, 0x80_0000_0000, 0x40_0000);
+    let ioas = guest.parent_ioas(&iommu, (DATA_IPA, 0x20_0000_0000, 0x100_0000));
+    let parent = iommu
+        .hwpt_alloc(dev_id, ioas, HwptFlags::NEST_PARENT)
+        .unwrap();
+    // 128 pages (more than the IOTLB holds, so lookups miss too), in both formats.
+    let cd_table = guest.alloc_page();
+    let mut arm = S1Table::new(&guest, Fmt::Arm { t0sz: 16 });
+    arm.map(&guest, 0, DATA_IPA, 128 * PAGE, true);
+    for i in 0..4 {
+        write_cd(&guest, cd_table, i, 16, arm.root);
+    }
+    let mut vtd = S1Table::new(&guest, Fmt::Vtd { levels: 4 });
+    vtd.map(&guest, 0, DATA_IPA, 128 * PAGE, true);
+    let mem = guest.table_memory();
+    let smmu = iommu
+        .hwpt_alloc_nested(
+            dev_id,
+            parent,
+            Stage1::SmmuV3 {
+                ste: ste_s1(cd_table, 2, 2),
+            },
+            mem.clone(),
+        )
+        .unwrap();
+    let vt = iommu
+        .hwpt_alloc_nested(
+            dev_id,
+            parent,
+            Stage1::VtdS1 {
+                pgtbl_addr: vtd.root,
+                addr_width: 48,
+            },
+            mem,
+        )
+        .unwrap();
+    iommu.device_attach(dev_id, smmu).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let (dev, stop) = (dev.clone(), stop.clone());
+        thread::spawn(move || {
+            drop((dev.pin(), dev.pin_pasid(2)));
+            let ops = heap_ops();
+            let (mut ok, mut k) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let g = if k % 3 == 0 {
+                    dev.pin_pasid(2)
+                } else {
+                    dev.pin()
+                };
+                let iova = (k % 128) * PAGE + 8;
+                if g.translate(iova, 512, Access::Write).is_ok() {
+                    ok += 1;
+                }
+            }
+            tx.send((heap_ops() - ops, ok)).unwrap();
+        })
+    };
+    let end = Instant::now() + Duration::from_millis(300);
+    let mut n = 0u64;
+    while Instant::now() < end {
+        n += 1;
+        let to = if n % 2 == 0 { smmu } else { vt };
+        iommu.device_replace(dev_id, to).unwrap();
+        iommu.hwpt_invalidate(to, Invalidation::All).unwrap();
+        iommu
+            .ioas_map(ioas, Some(0x3000_0000), 0x9000_0000, PAGE, Prot::RW)
+            .unwrap();
+        iommu.ioas_unmap(ioas, 0x3000_0000, PAGE).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ops, ok) = rx.recv().unwrap();
+    reader.join().unwrap();
+    assert!(ok > 1000, "the DMA thread translated {ok} times");
+    assert_eq!(ops, 0, "the DMA thread allocated or freed {ops} times");
 }
