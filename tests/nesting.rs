@@ -18,8 +18,8 @@ use std::thread;
 use std::time::Duration;
 use viommu::errno::{EBUSY, EDEADLK, EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW};
 use viommu::{
-    Access, Device, DeviceInfo, Error, FaultKind, HwptFlags, Invalidation, Iommu, ObjId, Prot,
-    Stage1,
+    Access, Device, DeviceInfo, Error, FaultKind, FenceMode, HwptFlags, Invalidation, Iommu, ObjId,
+    Prot, Stage1,
 };
 
 /// Guest table memory: IPAs from here (4 MiB) ...
@@ -43,7 +43,11 @@ struct World {
 }
 
 fn world() -> World {
-    let iommu = Iommu::new();
+    world_in(FenceMode::default())
+}
+
+fn world_in(mode: FenceMode) -> World {
+    let iommu = Iommu::with_fence_mode(mode);
     let (dev, h) = bind(
         &iommu,
         1,
@@ -763,7 +767,12 @@ fn stage2_unmap_reaches_nested_domains() {
 /// returns once that guard is dropped; a guard made after it began does not delay it.
 #[test]
 fn invalidate_waits_for_guards() {
-    let w = Arc::new(world());
+    invalidate_waits_for_guards_in(FenceMode::Symmetric);
+    invalidate_waits_for_guards_in(FenceMode::Asymmetric);
+}
+
+fn invalidate_waits_for_guards_in(mode: FenceMode) {
+    let w = Arc::new(world_in(mode));
     let (nested, _, mut t) = w.smmu(0, 1);
     t[0].map(&w.guest, 0x1000, DATA_IPA, PAGE, true);
     w.iommu.device_attach(w.dev, nested).unwrap();
