@@ -1007,3 +1007,84 @@ mod garbage {
         }
     }
 }
+
+/// The IOTLB keeps the region both stages map linearly: a buffer inside a 2 MiB stage-1 block
+/// over 2 MiB stage-2 leaves is one walk, then no table read for any page of it, and a long
+/// request through it is one chunk; over 4 KiB stage-1 pages each page is its own entry.
+#[test]
+fn a_block_mapping_is_one_iotlb_entry() {
+    use std::sync::atomic::AtomicU64;
+    struct Counting {
+        inner: Arc<stage1::GuestMemory>,
+        reads: AtomicU64,
+    }
+    impl viommu::TableMemory for Counting {
+        fn read_u64(&self, target: u64) -> Option<u64> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.read_u64(target)
+        }
+    }
+    let w = world();
+    let mem = Arc::new(Counting {
+        inner: w.guest.mem.clone(),
+        reads: AtomicU64::new(0),
+    });
+    let cd_table = w.guest.alloc_page();
+    let mut t = S1Table::new(&w.guest, Fmt::Arm { t0sz: 16 });
+    write_cd(&w.guest, cd_table, 0, 16, t.root);
+    // 2 MiB block at 0x4000_0000; 4 KiB pages at 0x8000_0000 (the same IPAs).
+    t.map_level(&w.guest, 0x4000_0000, DATA_IPA, 0x20_0000, true, 1);
+    t.map(&w.guest, 0x8000_0000, DATA_IPA, 0x20_0000, true);
+    let nested = w
+        .iommu
+        .hwpt_alloc_nested(
+            w.dev,
+            w.parent,
+            Stage1::SmmuV3 {
+                ste: ste_s1(cd_table, 0, 0),
+            },
+            mem.clone(),
+        )
+        .unwrap();
+    w.iommu.device_attach(w.dev, nested).unwrap();
+    let reads = || mem.reads.load(Ordering::Relaxed);
+    let g = w.h.pin();
+    let c: Vec<_> = g
+        .translate(0x4000_0000, 0x10_0000, Access::Write)
+        .unwrap()
+        .collect();
+    assert_eq!(c.len(), 1, "{c:x?}");
+    assert_eq!((c[0].target, c[0].len), (s2(DATA_IPA), 0x10_0000));
+    let after_first = reads();
+    assert!(after_first > 0);
+    // Every other page of the block: served by the one entry.
+    for off in (0..0x20_0000).step_by(0x1_1000) {
+        let c: Vec<_> = g
+            .translate(0x4000_0000 + off, 8, Access::Read)
+            .unwrap()
+            .collect();
+        assert_eq!(c[0].target, s2(DATA_IPA + off));
+    }
+    assert_eq!(reads(), after_first, "the block was walked once");
+    // The same memory through 4 KiB pages: one walk a page (no entry covers two).
+    let before = reads();
+    let c: Vec<_> = g
+        .translate(0x8000_0000, 4 * PAGE, Access::Read)
+        .unwrap()
+        .collect();
+    assert_eq!(c.len(), 1, "contiguous pages merge into one chunk: {c:x?}");
+    let per_page = (reads() - before) / 4;
+    assert!(per_page > 0, "each page walked");
+    drop(g);
+    // A guest change inside the block is seen after an invalidation (the entry covers it).
+    t.map_level(
+        &w.guest,
+        0x4000_0000,
+        DATA_IPA + 0x20_0000,
+        0x20_0000,
+        true,
+        1,
+    );
+    w.iommu.hwpt_invalidate(nested, Invalidation::All).unwrap();
+    assert_eq!(read(&w.h, 0x4012_3000), Ok(s2(DATA_IPA + 0x32_3000)));
+}

@@ -106,8 +106,14 @@ pub enum Invalidation {
 trait Walker {
     /// The context untagged DMA (`ssid` [`UNTAGGED`]) or substream `ssid` translates with.
     fn context(&self, ssid: u32, rd: &Reader<'_>) -> Result<Context, FaultKind>;
-    /// The IPA of the page that `iova` lands on, and whether stage 1 lets it be written.
-    fn walk(&self, ctx: &Context, iova: u64, rd: &Reader<'_>) -> Result<(u64, bool), FaultKind>;
+    /// The IPA of the page that `iova` lands on, the size mask of the stage-1 leaf that maps
+    /// it (`size - 1`: 4 KiB, 2 MiB or 1 GiB) and whether stage 1 lets it be written.
+    fn walk(
+        &self,
+        ctx: &Context,
+        iova: u64,
+        rd: &Reader<'_>,
+    ) -> Result<(u64, u64, bool), FaultKind>;
 }
 
 /// How one substream translates, as its walker found it.
@@ -136,12 +142,25 @@ impl Reader<'_> {
     /// The `u64` at IPA `ipa`. A stage-2 miss or a target that is not memory is `Unmapped`; a
     /// stage-2 leaf without read permission is `Permission`.
     fn read(&self, ipa: u64) -> Result<u64, FaultKind> {
-        let (target, readable, _) = self.s2.resolve(ipa).ok_or(FaultKind::Unmapped)?;
+        let (target, readable, _, _) = self.s2.resolve(ipa).ok_or(FaultKind::Unmapped)?;
         if !readable {
             return Err(FaultKind::Permission);
         }
         self.mem.read_u64(target).ok_or(FaultKind::Unmapped)
     }
+}
+
+/// A region that both stages map linearly: `iova ..= iova | mask` goes to `target ..`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Leaf {
+    /// First IOVA (aligned to `mask + 1`).
+    pub(crate) iova: u64,
+    /// Where `iova` lands.
+    pub(crate) target: u64,
+    /// `size - 1`: 4 KiB, 2 MiB or 1 GiB.
+    pub(crate) mask: u64,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
 }
 
 pub(crate) enum Format {
@@ -259,19 +278,19 @@ impl NestedDomain {
         let mut cur = iova;
         loop {
             let page = cur & !(PAGE_SIZE - 1);
-            let (target, readable, writable) = match iotlb::lookup(self.uid, ssid, page, stamp) {
+            let leaf = match iotlb::lookup(self.uid, ssid, page, stamp) {
                 Some(hit) => hit,
                 None => {
-                    let r = self
+                    let leaf = self
                         .fill(page, ssid, &mut ctx)
                         .map_err(|kind| Fault { iova: cur, kind })?;
-                    iotlb::insert(self.uid, ssid, page, stamp, r);
-                    r
+                    iotlb::insert(self.uid, ssid, stamp, &leaf);
+                    leaf
                 }
             };
             let allowed = match access {
-                Access::Read => readable,
-                Access::Write => writable,
+                Access::Read => leaf.readable,
+                Access::Write => leaf.writable,
             };
             if !allowed {
                 return Err(Fault {
@@ -279,9 +298,10 @@ impl NestedDomain {
                     kind: FaultKind::Permission,
                 });
             }
-            let end = (page + (PAGE_SIZE - 1)).min(last);
+            // The whole leaf is linear: the request runs through it in one step.
+            let end = (leaf.iova | leaf.mask).min(last);
             let len = end - cur + 1;
-            let target = target | (cur & (PAGE_SIZE - 1));
+            let target = leaf.target | (cur & leaf.mask);
             match chunks.last_mut() {
                 Some(c) if c.target.checked_add(c.len) == Some(target) => c.len += len,
                 _ => chunks.push(Chunk {
@@ -298,16 +318,12 @@ impl NestedDomain {
     }
 
     /// A full walk of the page at `page`: stage-1 context (found once per request), stage-1
-    /// table, stage 2 of the result. Returns the target page and its read and write
-    /// permissions (both stages combined).
+    /// table, stage 2 of the result. Returns the largest region around `page` that both
+    /// stages map linearly (the smaller of the two leaves) and its permissions (both stages
+    /// combined).
     #[cold]
     #[inline(never)]
-    fn fill(
-        &self,
-        page: u64,
-        ssid: u32,
-        ctx: &mut Option<Context>,
-    ) -> Result<(u64, bool, bool), FaultKind> {
+    fn fill(&self, page: u64, ssid: u32, ctx: &mut Option<Context>) -> Result<Leaf, FaultKind> {
         let rd = Reader {
             s2: self.s2(),
             mem: &*self.mem,
@@ -317,12 +333,24 @@ impl NestedDomain {
             Some(c) => c,
             None => ctx.insert(walker.context(ssid, &rd)?),
         };
-        let (ipa, s1_writable) = match ctx {
-            Context::Bypass => (page, true),
+        let (ipa, s1_mask, s1_writable) = match ctx {
+            // Stage 1 off: the stage-2 leaf alone bounds the region.
+            Context::Bypass => (page, u64::MAX, true),
             Context::Table { .. } => walker.walk(ctx, page, &rd)?,
         };
-        let (target, readable, writable) = self.s2().resolve(ipa).ok_or(FaultKind::Unmapped)?;
-        Ok((target & !(PAGE_SIZE - 1), readable, writable && s1_writable))
+        let (target, readable, writable, s2_mask) =
+            self.s2().resolve(ipa).ok_or(FaultKind::Unmapped)?;
+        // Both masks are `2^k - 1` with k >= 12, and both leaves are aligned to their size in
+        // IOVA, IPA and target space alike, so the smaller one lies linearly inside the larger.
+        // The IOTLB keeps regions of 4 KiB, 2 MiB and 1 GiB: the largest that fits.
+        let mask = iotlb::region_mask(s1_mask.min(s2_mask));
+        Ok(Leaf {
+            iova: page & !mask,
+            target: (target & !(PAGE_SIZE - 1)) - (page & mask),
+            mask,
+            readable,
+            writable: writable && s1_writable,
+        })
     }
 
     /// A translation with no IOTLB (every page walked): the baseline the benchmarks compare
@@ -334,15 +362,15 @@ impl NestedDomain {
         access: Access,
         ssid: u32,
     ) -> Result<u64, FaultKind> {
-        let (target, readable, writable) = self.fill(iova & !(PAGE_SIZE - 1), ssid, &mut None)?;
+        let leaf = self.fill(iova & !(PAGE_SIZE - 1), ssid, &mut None)?;
         let allowed = match access {
-            Access::Read => readable,
-            Access::Write => writable,
+            Access::Read => leaf.readable,
+            Access::Write => leaf.writable,
         };
         if !allowed {
             return Err(FaultKind::Permission);
         }
-        Ok(target | (iova & (PAGE_SIZE - 1)))
+        Ok(leaf.target | (iova & leaf.mask))
     }
 }
 

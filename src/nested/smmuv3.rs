@@ -176,7 +176,12 @@ impl Walker for Ste {
         })
     }
 
-    fn walk(&self, ctx: &Context, iova: u64, rd: &Reader<'_>) -> Result<(u64, bool), FaultKind> {
+    fn walk(
+        &self,
+        ctx: &Context,
+        iova: u64,
+        rd: &Reader<'_>,
+    ) -> Result<(u64, u64, bool), FaultKind> {
         let Context::Table {
             root,
             level,
@@ -217,7 +222,7 @@ impl Walker for Ste {
             read_only |= desc & DESC_AP2_RO != 0;
             let size_mask = (1u64 << shift) - 1;
             let ipa = (desc & DESC_ADDR_MASK & !size_mask) | (iova & size_mask & !0xfff);
-            return Ok((ipa, !read_only));
+            return Ok((ipa, size_mask, !read_only));
         }
     }
 }

@@ -51,7 +51,12 @@ impl Walker for VtdTable {
         })
     }
 
-    fn walk(&self, ctx: &Context, iova: u64, rd: &Reader<'_>) -> Result<(u64, bool), FaultKind> {
+    fn walk(
+        &self,
+        ctx: &Context,
+        iova: u64,
+        rd: &Reader<'_>,
+    ) -> Result<(u64, u64, bool), FaultKind> {
         let Context::Table { root, level, .. } = *ctx else {
             unreachable!("walk is called for table contexts")
         };
@@ -83,6 +88,7 @@ impl Walker for VtdTable {
                 let size_mask = (1u64 << shift) - 1;
                 return Ok((
                     (e & ADDR_MASK & !size_mask) | (iova & size_mask & !0xfff),
+                    size_mask,
                     writable,
                 ));
             }

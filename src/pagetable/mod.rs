@@ -270,11 +270,11 @@ impl PageTable {
         self.unmaps.load(Ordering::Acquire)
     }
 
-    /// The target of the single address `addr` and the permissions of the leaf that maps it
-    /// (`(target, readable, writable)`), or `None` if nothing maps it. For stage-2 lookups of
-    /// nested translation; the caller holds a guard.
+    /// The target of the single address `addr`, the permissions of the leaf that maps it and
+    /// the leaf's size mask (`(target, readable, writable, size - 1)`), or `None` if nothing
+    /// maps it. For stage-2 lookups of nested translation; the caller holds a guard.
     #[inline]
-    pub(crate) fn resolve(&self, addr: u64) -> Option<(u64, bool, bool)> {
+    pub(crate) fn resolve(&self, addr: u64) -> Option<(u64, bool, bool, u64)> {
         if addr > self.aperture_last {
             return None;
         }
@@ -283,6 +283,7 @@ impl PageTable {
             pte.target() | (addr & mask),
             pte.allows(Access::Read),
             pte.allows(Access::Write),
+            mask,
         ))
     }
 
