@@ -15,7 +15,8 @@
 //!
 //! A cold nested walk costs up to five stage-2 walks and as many memory reads, so finished
 //! translations are cached per thread ([`iotlb`]): a small direct-mapped table in thread-local
-//! storage, keyed by (nested domain, substream, IOVA page). Nothing shared is written on the
+//! storage, keyed by (nested domain, substream, region: the smaller of the two stages' leaves
+//! around the IOVA, 4 KiB, 2 MiB or 1 GiB). Nothing shared is written on the
 //! DMA path (G11). An entry carries the *stamp* it was filled under: the sum of the nested
 //! domain's invalidation count (bumped by `hwpt_invalidate`) and the parent page table's unmap
 //! count (bumped by every stage-2 unmap, after it clears). Both only grow, so an entry is
