@@ -29,19 +29,22 @@
 //! time of one pass of `PAIRS` pairs (pairs/s = `PAIRS` / time).
 
 use criterion::{black_box, Criterion};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 use viommu::virtio_iommu::wire::{MAP_F_READ, MAP_F_WRITE};
 use viommu::virtio_iommu::{Config, RequestBuffers, VirtioIommu};
 use viommu::{Access, DeviceInfo, GroupId, Iommu};
 
-#[path = "../tests/support/linux_virtio_iommu.rs"]
-#[allow(dead_code)]
-mod linux;
-use linux::{linux_attach, linux_map, linux_unmap};
+/// The cloud-hypervisor-style device: the latency suite's own
+/// (`perf/src/baselines/ch_virtio.rs`, with the Linux driver's request structs), so the bench
+/// and the suite measure the same design.
+#[path = "../perf/src/baselines/ch_virtio.rs"]
+#[allow(dead_code, unused_imports)]
+mod ch_virtio;
+use ch_virtio::linux::{linux_attach, linux_map, linux_unmap};
+use ch_virtio::{status, ChStyle};
 
 const PAGE: u64 = 4096;
 /// MAP+UNMAP pairs in one queue pass.
@@ -66,70 +69,6 @@ fn pass_requests() -> Vec<Vec<u8>> {
             ]
         })
         .collect()
-}
-
-/// The status byte of a served request struct (its last 4 bytes are the tail).
-fn status(req: &[u8]) -> u8 {
-    req[req.len() - 4]
-}
-
-/// One domain's mappings: IOVA -> (physical address, length).
-type Mappings = BTreeMap<u64, (u64, u64)>;
-
-/// The cloud-hypervisor-style device: domains of `BTreeMap`s behind one `RwLock`.
-#[derive(Default)]
-struct ChStyle {
-    domains: RwLock<BTreeMap<u32, Mappings>>,
-}
-
-impl ChStyle {
-    /// Serves one request struct in place (the tail's status byte), as the device's request
-    /// handler parses it: head, then the type's fields, little-endian.
-    fn handle(&self, req: &mut [u8]) {
-        let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-        let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-        let domain = le32(req, 4);
-        let (start, end) = (le64(req, 8), le64(req, 16));
-        let ok = match req[0] {
-            3 => {
-                let phys = le64(req, 24);
-                let mut domains = self.domains.write().unwrap();
-                let maps = domains.entry(domain).or_default();
-                let overlaps = maps
-                    .range(..=end)
-                    .next_back()
-                    .is_some_and(|(&s, &(_, len))| s + len > start);
-                if !overlaps {
-                    maps.insert(start, (phys, end - start + 1));
-                }
-                !overlaps
-            }
-            4 => {
-                let mut domains = self.domains.write().unwrap();
-                match domains.get_mut(&domain) {
-                    Some(maps) => {
-                        let gone: Vec<u64> = maps.range(start..=end).map(|(&s, _)| s).collect();
-                        for s in gone {
-                            maps.remove(&s);
-                        }
-                        true
-                    }
-                    None => false,
-                }
-            }
-            _ => false,
-        };
-        let tail = req.len() - 4;
-        req[tail] = if ok { 0 } else { 2 };
-    }
-
-    /// A DMA translation: the read lock for one lookup.
-    fn translate(&self, iova: u64) -> Option<u64> {
-        let domains = self.domains.read().unwrap();
-        let maps = domains.get(&DOMAIN)?;
-        let (&s, &(phys, len)) = maps.range(..=iova).next_back()?;
-        (iova < s + len).then(|| phys + (iova - s))
-    }
 }
 
 /// Runs `dma` in a loop on another thread while `f` runs (if `with_dma`).
@@ -226,7 +165,7 @@ fn bench(c: &mut Criterion) {
         let dma = {
             let ch = ch.clone();
             move || {
-                black_box(ch.translate(DMA_IOVA).unwrap());
+                black_box(ch.translate(DOMAIN, DMA_IOVA).unwrap());
             }
         };
         let mut bufs = template.clone();

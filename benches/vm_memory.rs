@@ -43,220 +43,86 @@
 //! Run with `cargo bench --features vm-memory --bench vm_memory` (about a minute).
 
 use criterion::{black_box, Criterion};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Barrier, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 use viommu::vm_memory::DeviceIommu;
 use viommu::{DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
-use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryMmap, Iommu as VmIommu, IommuMemory, Iotlb, Permissions,
-};
+use vm_memory::{Bytes, GuestAddress, IommuMemory};
 
-const PAGE: u64 = 4096;
-const PAGES: u64 = 256;
-const RAM: u64 = PAGES * PAGE;
-const IOVA: u64 = 0x1000_0000;
-const LEN: usize = 512;
+/// The baselines, the shapes and the guest memory: the latency suite's own
+/// (`perf/src/baselines/vm_iommu.rs`), so the bench and the suite measure the same designs.
+#[path = "../perf/src/baselines/vm_iommu.rs"]
+#[allow(dead_code, unused_imports)]
+mod vm_iommu;
+use vm_iommu::{ram, RefillIommu, Shape, SwapIommu, IOVA, LEN, PAGE};
+
 /// The throughput part: unmeasured reading before each measurement, and the measurement.
 const WARMUP_MS: u64 = 200;
 const THROUGHPUT_MS: u64 = 600;
 /// The replace storm's period.
 const STORM_PERIOD: Duration = Duration::from_micros(10);
 
-/// vm-memory's documented pattern: an `Iotlb` behind an `RwLock`, looked up under a read guard.
-#[derive(Debug, Default)]
-struct RwLockIommu {
-    iotlb: RwLock<Iotlb>,
-}
-
-impl VmIommu for RwLockIommu {
-    type IotlbGuard<'a> = RwLockReadGuard<'a, Iotlb>;
-
-    fn translate(
-        &self,
-        iova: GuestAddress,
-        length: usize,
-        access: Permissions,
-    ) -> Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
-        Iotlb::lookup(self.iotlb.read().unwrap(), iova, length, access).map_err(|_| {
-            IommuError::CannotResolve {
-                iova_range: IovaRange { base: iova, length },
-                reason: "miss".into(),
-            }
-        })
+/// A device attached to one of two user HWPTs on an IOAS holding `shape`'s mappings (both map
+/// the same IOVAs to the same memory). Returns the `Iommu`, the device ID, the two HWPTs and
+/// the adapter over the device.
+fn adapter(
+    shape: Shape,
+) -> (
+    Iommu,
+    viommu::ObjId,
+    [viommu::ObjId; 2],
+    IommuMemory<vm_memory::GuestMemoryMmap, DeviceIommu>,
+) {
+    let iommu = Iommu::new();
+    let (dev_id, dev) = iommu
+        .device_bind(GroupId(1), DeviceInfo::default())
+        .unwrap();
+    let ioas = iommu.ioas_alloc().unwrap();
+    for (iova, target, len) in shape.mappings() {
+        iommu
+            .ioas_map(ioas, Some(iova), target, len, Prot::RW)
+            .unwrap();
     }
-}
-
-/// vm-memory's documented pattern with its data source: the `Iotlb` is a cache in front of
-/// the device's domain (as `vm_memory::iommu`'s own test IOMMU, and the vhost-user IOTLB, use
-/// it): `translate` looks up under the read guard; on a miss it reads the mapping from the
-/// active domain (a cloud-hypervisor-style `BTreeMap` of mappings) and inserts it under the
-/// write lock, then looks up again. A domain switch empties the IOTLB under the write lock and
-/// makes the other domain active, so readers refill what they use.
-#[derive(Debug)]
-struct RefillIommu {
-    iotlb: RwLock<Iotlb>,
-    /// Two domains with the same mappings, IOVA -> (target, len); `active` names the current
-    /// one (changed under the IOTLB's write lock).
-    domains: [BTreeMap<u64, (u64, u64)>; 2],
-    active: AtomicUsize,
-}
-
-impl RefillIommu {
-    fn new(shape: &str) -> RefillIommu {
-        let domain: BTreeMap<u64, (u64, u64)> = mappings(shape)
-            .into_iter()
-            .map(|(iova, target, len)| (iova, (target, len)))
-            .collect();
-        RefillIommu {
-            iotlb: RwLock::new(Iotlb::new()),
-            domains: [domain.clone(), domain],
-            active: AtomicUsize::new(0),
-        }
-    }
-
-    /// The domain switch: the IOTLB emptied, the other domain active.
-    fn switch(&self) {
-        let mut iotlb = self.iotlb.write().unwrap();
-        iotlb.invalidate_all();
-        self.active.fetch_xor(1, Ordering::Relaxed);
-    }
-}
-
-impl VmIommu for RefillIommu {
-    type IotlbGuard<'a> = RwLockReadGuard<'a, Iotlb>;
-
-    fn translate(
-        &self,
-        iova: GuestAddress,
-        length: usize,
-        access: Permissions,
-    ) -> Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
-        let miss = |base: GuestAddress| IommuError::CannotResolve {
-            iova_range: IovaRange { base, length },
-            reason: "not mapped".into(),
-        };
-        loop {
-            let fails = match Iotlb::lookup(self.iotlb.read().unwrap(), iova, length, access) {
-                Ok(hit) => return Ok(hit),
-                Err(fails) => fails,
-            };
-            let Some(missed) = fails.misses.first() else {
-                return Err(miss(iova));
-            };
-            let mut iotlb = self.iotlb.write().unwrap();
-            // The active domain, read under the write lock so a switch cannot slip between.
-            let domain = &self.domains[self.active.load(Ordering::Relaxed)];
-            let at = missed.base.0;
-            let Some((&start, &(target, len))) = domain.range(..=at).next_back() else {
-                return Err(miss(missed.base));
-            };
-            if at >= start + len {
-                return Err(miss(missed.base));
-            }
-            iotlb
-                .set_mapping(
-                    GuestAddress(start),
-                    GuestAddress(target),
-                    len as usize,
-                    Permissions::ReadWrite,
-                )
-                .map_err(|_| miss(missed.base))?;
-        }
-    }
-}
-
-/// The target page of IOVA page `i` in the `256_pages` shape: scattered, so no two neighbours
-/// are contiguous.
-fn scattered(i: u64) -> u64 {
-    ((i * 97) % PAGES) * PAGE
-}
-
-fn ram() -> GuestMemoryMmap {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap()
-}
-
-/// `(name, offset of request k)`: the shapes' request streams.
-fn requests(shape: &str, k: u64) -> u64 {
-    match shape {
-        "contiguous" => 0x100,
-        _ => (k % PAGES) * PAGE + 0x100,
-    }
+    let hwpts = [
+        iommu.hwpt_alloc(dev_id, ioas, HwptFlags::empty()).unwrap(),
+        iommu.hwpt_alloc(dev_id, ioas, HwptFlags::empty()).unwrap(),
+    ];
+    iommu.device_attach(dev_id, hwpts[0]).unwrap();
+    let mem = IommuMemory::new(ram(), DeviceIommu::new(dev), true, ());
+    (iommu, dev_id, hwpts, mem)
 }
 
 fn read(c: &mut Criterion) {
     let mut g = c.benchmark_group("vm_memory_read512");
-    for shape in ["contiguous", "256_pages"] {
-        // The adapter.
-        let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(GroupId(1), DeviceInfo::default())
-            .unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        // The baseline's IOTLB, filled with the same mappings.
-        let baseline = RwLockIommu::default();
-        if shape == "contiguous" {
-            iommu.ioas_map(ioas, Some(IOVA), 0, RAM, Prot::RW).unwrap();
-            baseline
-                .iotlb
-                .write()
-                .unwrap()
-                .set_mapping(
-                    GuestAddress(IOVA),
-                    GuestAddress(0),
-                    RAM as usize,
-                    Permissions::ReadWrite,
-                )
-                .unwrap();
-        } else {
-            for i in 0..PAGES {
-                let (iova, target) = (IOVA + i * PAGE, scattered(i));
-                iommu
-                    .ioas_map(ioas, Some(iova), target, PAGE, Prot::RW)
-                    .unwrap();
-                baseline
-                    .iotlb
-                    .write()
-                    .unwrap()
-                    .set_mapping(
-                        GuestAddress(iova),
-                        GuestAddress(target),
-                        PAGE as usize,
-                        Permissions::ReadWrite,
-                    )
-                    .unwrap();
-            }
-        }
-        iommu.device_attach(dev_id, ioas).unwrap();
-        let ours = IommuMemory::new(ram(), DeviceIommu::new(dev), true, ());
-        let theirs = IommuMemory::new(ram(), baseline, true, ());
-        let bypass = IommuMemory::new(ram(), RwLockIommu::default(), false, ());
+    for shape in Shape::ALL {
+        let name = shape.name();
+        let (_iommu, _dev, _hwpts, ours) = adapter(shape);
+        let theirs = IommuMemory::new(ram(), SwapIommu::new(shape), true, ());
+        let bypass = IommuMemory::new(ram(), SwapIommu::new(shape), false, ());
         let mut buf = [0u8; LEN];
 
         let mut k = 0u64;
-        g.bench_function(format!("viommu/{shape}"), |b| {
+        g.bench_function(format!("viommu/{name}"), |b| {
             b.iter(|| {
                 k += 1;
-                let at = GuestAddress(IOVA + requests(shape, k));
-                ours.read_slice(black_box(&mut buf), black_box(at)).unwrap();
-            })
-        });
-        g.bench_function(format!("rwlock_iotlb/{shape}"), |b| {
-            b.iter(|| {
-                k += 1;
-                let at = GuestAddress(IOVA + requests(shape, k));
-                theirs
-                    .read_slice(black_box(&mut buf), black_box(at))
+                ours.read_slice(black_box(&mut buf), black_box(shape.request(k)))
                     .unwrap();
             })
         });
-        g.bench_function(format!("bypass/{shape}"), |b| {
+        g.bench_function(format!("rwlock_iotlb/{name}"), |b| {
             b.iter(|| {
                 k += 1;
-                let at = GuestAddress(requests(shape, k));
+                theirs
+                    .read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                    .unwrap();
+            })
+        });
+        g.bench_function(format!("bypass/{name}"), |b| {
+            b.iter(|| {
+                k += 1;
+                let at = GuestAddress(shape.request(k).0 - IOVA);
                 bypass
                     .read_slice(black_box(&mut buf), black_box(at))
                     .unwrap();
@@ -264,10 +130,10 @@ fn read(c: &mut Criterion) {
         });
         // Where the adapter's time goes: the pin + walk alone.
         let dev = ours.iommu().device().clone();
-        g.bench_function(format!("pin_walk_only/{shape}"), |b| {
+        g.bench_function(format!("pin_walk_only/{name}"), |b| {
             b.iter(|| {
                 k += 1;
-                let at = IOVA + requests(shape, k);
+                let at = shape.request(k).0;
                 let dma = dev.pin();
                 let t = dma
                     .translate(black_box(at & !(PAGE - 1)), PAGE, viommu::Access::Read)
@@ -277,32 +143,6 @@ fn read(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// The `(iova, target, len)` mappings of a shape.
-fn mappings(shape: &str) -> Vec<(u64, u64, u64)> {
-    if shape == "contiguous" {
-        vec![(IOVA, 0, RAM)]
-    } else {
-        (0..PAGES)
-            .map(|i| (IOVA + i * PAGE, scattered(i), PAGE))
-            .collect()
-    }
-}
-
-/// A prefilled IOTLB with a shape's mappings.
-fn iotlb(shape: &str) -> Iotlb {
-    let mut t = Iotlb::new();
-    for (iova, target, len) in mappings(shape) {
-        t.set_mapping(
-            GuestAddress(iova),
-            GuestAddress(target),
-            len as usize,
-            Permissions::ReadWrite,
-        )
-        .unwrap();
-    }
-    t
 }
 
 /// Waits for the storm's next deadline by spinning on the clock, unless the run is over.
@@ -404,49 +244,26 @@ fn throughput_table() {
         "swap rep/s",
         "refill rep/s"
     );
-    for shape in ["contiguous", "256_pages"] {
-        let iommu = Iommu::new();
-        let (dev_id, dev) = iommu
-            .device_bind(GroupId(1), DeviceInfo::default())
-            .unwrap();
-        let ioas = iommu.ioas_alloc().unwrap();
-        for (iova, target, len) in mappings(shape) {
-            iommu
-                .ioas_map(ioas, Some(iova), target, len, Prot::RW)
-                .unwrap();
-        }
-        let hwpts = [
-            iommu.hwpt_alloc(dev_id, ioas, HwptFlags::empty()).unwrap(),
-            iommu.hwpt_alloc(dev_id, ioas, HwptFlags::empty()).unwrap(),
-        ];
-        iommu.device_attach(dev_id, hwpts[0]).unwrap();
-        let ours = IommuMemory::new(ram(), DeviceIommu::new(dev), true, ());
-        let theirs = IommuMemory::new(
-            ram(),
-            RwLockIommu {
-                iotlb: RwLock::new(iotlb(shape)),
-            },
-            true,
-            (),
-        );
+    for shape in Shape::ALL {
+        let name = shape.name();
+        let (iommu, dev_id, hwpts, ours) = adapter(shape);
+        let theirs = IommuMemory::new(ram(), SwapIommu::new(shape), true, ());
         let refill = IommuMemory::new(ram(), RefillIommu::new(shape), true, ());
-        let read_refill = |k: u64| {
-            let mut buf = [0u8; LEN];
-            let at = GuestAddress(IOVA + requests(shape, k));
-            refill
-                .read_slice(black_box(&mut buf), black_box(at))
-                .unwrap();
-        };
         let read_ours = |k: u64| {
             let mut buf = [0u8; LEN];
-            let at = GuestAddress(IOVA + requests(shape, k));
-            ours.read_slice(black_box(&mut buf), black_box(at)).unwrap();
+            ours.read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                .unwrap();
         };
         let read_theirs = |k: u64| {
             let mut buf = [0u8; LEN];
-            let at = GuestAddress(IOVA + requests(shape, k));
             theirs
-                .read_slice(black_box(&mut buf), black_box(at))
+                .read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                .unwrap();
+        };
+        let read_refill = |k: u64| {
+            let mut buf = [0u8; LEN];
+            refill
+                .read_slice(black_box(&mut buf), black_box(shape.request(k)))
                 .unwrap();
         };
         for readers in [1, 2] {
@@ -457,11 +274,7 @@ fn throughput_table() {
                     iommu.device_replace(dev_id, hwpts[current]).unwrap();
                 };
                 let (ours_rps, ours_rep) = throughput(readers, read_ours, storm.then_some(replace));
-                let swap = || {
-                    let mut fresh = iotlb(shape);
-                    std::mem::swap(&mut *theirs.iommu().iotlb.write().unwrap(), &mut fresh);
-                    drop(fresh);
-                };
+                let swap = || theirs.iommu().switch();
                 let (theirs_rps, theirs_rep) =
                     throughput(readers, read_theirs, storm.then_some(swap));
                 let switch = || refill.iommu().switch();
@@ -469,7 +282,7 @@ fn throughput_table() {
                     throughput(readers, read_refill, storm.then_some(switch));
                 println!(
                     "{:<11} {:>7} {:>6} {:>13.0} {:>13.0} {:>6.2}x {:>13.0} {:>6.2}x {:>13.0} {:>13.0} {:>13.0}",
-                    shape,
+                    name,
                     readers,
                     if storm { "storm" } else { "idle" },
                     ours_rps,

@@ -34,6 +34,7 @@
 //! idle too (no writer), at the same reader counts, so the storm's reader percentiles are
 //! given against the idle ones measured in the same run.
 
+use super::readers::{fold_readers, ReaderOut};
 use super::{Case, CaseResult, PerOp, Storm, Variant, STORM_PERIOD};
 use crate::alloc::thread_allocs;
 use crate::args::{Config, Mode};
@@ -44,7 +45,6 @@ use crate::baselines::two_domains::new_iommu;
 use crate::baselines::PAGE;
 use crate::clock::{ticks, Clock};
 use crate::stats::{nanos, new_hist, record, Dist, Pacer, Rng};
-use hdrhistogram::Histogram;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -411,18 +411,6 @@ fn expected(iova: u64, target: u64) -> bool {
     target == target_of(iova) || target == target_of(iova + SHIFT * PAGE)
 }
 
-struct ReaderOut {
-    ops: u64,
-    block_ops: u64,
-    block_ns: u64,
-    faults: u64,
-    wrong: u64,
-    allocs: u64,
-    elapsed: Duration,
-    block: Histogram<u64>,
-    single: Histogram<u64>,
-}
-
 fn reader(w: &ReplaceWorld, seed: u64, warm_until: Instant, until: Instant) -> ReaderOut {
     let mut rng = Rng::new(seed);
     let mut iovas = [0u64; BLOCK];
@@ -534,28 +522,7 @@ pub fn run_replace(cfg: &Config, case: &Case) -> CaseResult {
             .map(|r| r.join().expect("reader panicked"))
             .collect()
     });
-    let (mut block, mut single) = (new_hist(), new_hist());
-    let mut allocs = 0;
-    let mut wall = 0.0f64;
-    for o in &outs {
-        res.reader_ops += o.ops;
-        res.faults += o.faults;
-        res.wrong += o.wrong;
-        allocs += o.allocs;
-        if o.block_ns > 0 {
-            res.mops += o.block_ops as f64 / o.block_ns as f64 * 1e3;
-        }
-        wall = wall.max(o.elapsed.as_secs_f64());
-        block.add(&o.block).expect("same bounds");
-        single.add(&o.single).expect("same bounds");
-    }
-    res.seconds = wall;
-    if wall > 0.0 {
-        res.mops_wall = res.reader_ops as f64 / wall / 1e6;
-        res.writer_ops_per_s = ops as f64 / wall;
-    }
-    res.allocs_per_op = allocs as f64 / res.reader_ops.max(1) as f64;
-    res.writer_ops = ops;
+    let (block, single) = fold_readers(&mut res, &outs, ops);
     res.writer_errors = errors;
     res.first_writer_error = first_error;
     for (name, h) in [

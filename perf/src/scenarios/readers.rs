@@ -35,17 +35,50 @@ pub const BLOCK: usize = 64;
 /// Scratch slots the map/unmap storm cycles through.
 const SCRATCH_SLOTS: u64 = 64;
 
-/// What one reader measured.
-struct ReaderOut {
-    ops: u64,
-    block_ops: u64,
-    block_ns: u64,
-    faults: u64,
-    wrong: u64,
-    allocs: u64,
-    elapsed: Duration,
-    block: Histogram<u64>,
-    single: Histogram<u64>,
+/// What one reader measured (also the nested scenarios' readers).
+pub(super) struct ReaderOut {
+    pub(super) ops: u64,
+    pub(super) block_ops: u64,
+    pub(super) block_ns: u64,
+    pub(super) faults: u64,
+    pub(super) wrong: u64,
+    pub(super) allocs: u64,
+    pub(super) elapsed: Duration,
+    pub(super) block: Histogram<u64>,
+    pub(super) single: Histogram<u64>,
+}
+
+/// Adds the readers' counts to `res` (throughput from the timed blocks and from the wall
+/// time, faults, wrong targets, allocations per translation, the writer's rate from
+/// `writer_ops`) and returns their merged histograms: (blocks of 64, single translations).
+pub(super) fn fold_readers(
+    res: &mut CaseResult,
+    outs: &[ReaderOut],
+    writer_ops: u64,
+) -> (Histogram<u64>, Histogram<u64>) {
+    let (mut block, mut single) = (new_hist(), new_hist());
+    let mut allocs = 0;
+    let mut wall = 0.0f64;
+    for o in outs {
+        res.reader_ops += o.ops;
+        res.faults += o.faults;
+        res.wrong += o.wrong;
+        allocs += o.allocs;
+        if o.block_ns > 0 {
+            res.mops += o.block_ops as f64 / o.block_ns as f64 * 1e3;
+        }
+        wall = wall.max(o.elapsed.as_secs_f64());
+        block.add(&o.block).expect("same histogram bounds");
+        single.add(&o.single).expect("same histogram bounds");
+    }
+    res.seconds = wall;
+    if wall > 0.0 {
+        res.mops_wall = res.reader_ops as f64 / wall / 1e6;
+        res.writer_ops_per_s = writer_ops as f64 / wall;
+    }
+    res.allocs_per_op = allocs as f64 / res.reader_ops.max(1) as f64;
+    res.writer_ops = writer_ops;
+    (block, single)
 }
 
 /// What the writer measured.
@@ -242,29 +275,7 @@ pub fn run<T: Translator>(
         (outs, writer.join().expect("writer thread panicked"))
     });
 
-    let mut block = new_hist();
-    let mut single = new_hist();
-    let mut allocs = 0;
-    let mut wall = 0.0f64;
-    for o in &outs {
-        res.reader_ops += o.ops;
-        res.faults += o.faults;
-        res.wrong += o.wrong;
-        allocs += o.allocs;
-        if o.block_ns > 0 {
-            res.mops += o.block_ops as f64 / o.block_ns as f64 * 1e3;
-        }
-        wall = wall.max(o.elapsed.as_secs_f64());
-        block.add(&o.block).expect("same histogram bounds");
-        single.add(&o.single).expect("same histogram bounds");
-    }
-    res.seconds = wall;
-    if wall > 0.0 {
-        res.mops_wall = res.reader_ops as f64 / wall / 1e6;
-        res.writer_ops_per_s = w.ops as f64 / wall;
-    }
-    res.allocs_per_op = allocs as f64 / res.reader_ops.max(1) as f64;
-    res.writer_ops = w.ops;
+    let (block, single) = fold_readers(&mut res, &outs, w.ops);
     res.writer_errors = w.errors;
     res.first_writer_error = w.first_error;
     for (name, h) in [
