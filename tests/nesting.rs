@@ -22,15 +22,7 @@ use viommu::{
     Prot, Stage1,
 };
 
-/// Guest table memory: IPAs from here (4 MiB) ...
-const TABLES_IPA: u64 = 0x4000_0000;
-/// ... backed by stage-2 targets from here.
-const TABLES_TARGET: u64 = 0x80_0000_0000;
-const TABLES_SIZE: u64 = 0x40_0000;
-/// Guest data: IPAs from here (16 MiB) map to `DATA_TARGET + (ipa - DATA_IPA)`.
-const DATA_IPA: u64 = 0x1000_0000;
-const DATA_TARGET: u64 = 0x20_0000_0000;
-const DATA_SIZE: u64 = 0x100_0000;
+use stage1::layout::*;
 
 /// A device on a `NEST_PARENT` paging HWPT whose IOAS maps the guest's tables and data.
 struct World {

@@ -508,6 +508,58 @@ impl Model {
         fits
     }
 
+    /// The errors of attaching device `d` (at the RID or a PASID) to `target` where its group
+    /// is on `cur`: EINVAL to join another HWPT than the group's, and the fit errors of the
+    /// target IOAS. False if there is any.
+    pub(crate) fn join_errors(
+        &self,
+        d: usize,
+        cur: Option<ObjId>,
+        target: Option<(Kind, ObjId)>,
+        pt_id: ObjId,
+        errs: &mut Vec<i32>,
+    ) -> bool {
+        let Some((kind, t)) = target else {
+            return true;
+        };
+        let mut ok = true;
+        if cur.is_some_and(|cur| !self.is_current(cur, kind, pt_id)) {
+            errs.push(EINVAL);
+            ok = false;
+        }
+        self.fit_errors(&[d], t, errs) && ok
+    }
+
+    /// After a successful attach of device `d` (at the RID or a PASID) that returned HWPT `h`:
+    /// it must be the group's current HWPT, or the HWPT asked for; otherwise it is an auto
+    /// HWPT, which the model adopts.
+    pub(crate) fn check_attached(
+        &mut self,
+        d: usize,
+        h: ObjId,
+        cur: Option<ObjId>,
+        target: Option<(Kind, ObjId)>,
+        pt_id: ObjId,
+        ctx: &str,
+    ) -> Check {
+        let (kind, _) = target.expect("a successful attach had a target");
+        let want = match (cur, kind) {
+            (Some(c), _) => Some(c),
+            (None, Kind::Hwpt) => Some(pt_id),
+            (None, _) => None,
+        };
+        match want {
+            Some(want) if h != want => fail(format!(
+                "{ctx}: returned HWPT {h:?}, model expects {want:?}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                let made_for = self.devs[d].aperture;
+                self.adopt_auto(h, pt_id, made_for, ctx)
+            }
+        }
+    }
+
     pub(crate) fn op_attach(&mut self, d: usize, pt: Pt, ctx: &str) -> Check {
         let Some(mut c) = self.pt_call(d, pt, "device_attach", ctx) else {
             return Ok(());
@@ -517,39 +569,13 @@ impl Model {
             c.errs.push(EINVAL);
             c.ok = false;
         }
-        if let Some((kind, t)) = target {
-            if let Some(cur) = cur {
-                if !self.is_current(cur, kind, pt_id) {
-                    c.errs.push(EINVAL);
-                    c.ok = false;
-                }
-            }
-            if !self.fit_errors(&[d], t, &mut c.errs) {
-                c.ok = false;
-            }
+        if !self.join_errors(d, cur, target, pt_id, &mut c.errs) {
+            c.ok = false;
         }
         let Some(h) = c.outcome(self.note(self.iommu.device_attach(dev_id, pt_id)))? else {
             return Ok(());
         };
-        let (kind, _) = target.expect("ok");
-        let want = match (cur, kind) {
-            (Some(c), _) => Some(c),
-            (None, Kind::Hwpt) => Some(pt_id),
-            (None, _) => None,
-        };
-        match want {
-            Some(want) if h != want => {
-                return fail(format!(
-                    "{}: returned HWPT {h:?}, model expects {want:?}",
-                    c.ctx
-                ));
-            }
-            Some(_) => {}
-            None => {
-                let made_for = self.devs[d].aperture;
-                self.adopt_auto(h, pt_id, made_for, &c.ctx)?;
-            }
-        }
+        self.check_attached(d, h, cur, target, pt_id, &c.ctx)?;
         self.devs[d].attached = true;
         self.group_hwpt[group] = Some(h);
         Ok(())

@@ -36,41 +36,15 @@ impl Model {
             c.errs.push(EBUSY);
             c.ok = false;
         }
-        if let Some((kind, t)) = c.target {
-            // Another device of the group has it: join the same HWPT, else EINVAL.
-            if let Some(cur) = cur {
-                if !self.is_current(cur, kind, c.pt_id) {
-                    c.errs.push(EINVAL);
-                    c.ok = false;
-                }
-            }
-            if !self.fit_errors(&[d], t, &mut c.errs) {
-                c.ok = false;
-            }
+        // Another device of the group has it: join the same HWPT, else EINVAL.
+        if !self.join_errors(d, cur, c.target, c.pt_id, &mut c.errs) {
+            c.ok = false;
         }
         let r = self.iommu.device_attach_pasid(c.dev_id, pasid, c.pt_id);
         let Some(h) = c.outcome(self.note(r))? else {
             return Ok(());
         };
-        let (kind, _) = c.target.expect("ok");
-        let want = match (cur, kind) {
-            (Some(cur), _) => Some(cur),
-            (None, Kind::Hwpt) => Some(c.pt_id),
-            (None, _) => None,
-        };
-        match want {
-            Some(want) if h != want => {
-                return fail(format!(
-                    "{}: returned HWPT {h:?}, model expects {want:?}",
-                    c.ctx
-                ));
-            }
-            Some(_) => {}
-            None => {
-                let made_for = self.devs[d].aperture;
-                self.adopt_auto(h, c.pt_id, made_for, &c.ctx)?;
-            }
-        }
+        self.check_attached(d, h, cur, c.target, c.pt_id, &c.ctx)?;
         self.devs[d].pasids.insert(pasid);
         self.group_pasid.insert(key, h);
         Ok(())

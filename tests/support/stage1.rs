@@ -20,6 +20,19 @@ use viommu::{Iommu, ObjId, Prot, TableMemory};
 
 pub const PAGE: u64 = 4096;
 
+/// The layout the nesting tests share (the model test uses its own, inside its small IOASes).
+pub mod layout {
+    /// Guest table memory: IPAs from here (4 MiB) ...
+    pub const TABLES_IPA: u64 = 0x4000_0000;
+    /// ... backed by stage-2 targets from here.
+    pub const TABLES_TARGET: u64 = 0x80_0000_0000;
+    pub const TABLES_SIZE: u64 = 0x40_0000;
+    /// Guest data: IPAs from here (16 MiB) map to `DATA_TARGET + (ipa - DATA_IPA)`.
+    pub const DATA_IPA: u64 = 0x1000_0000;
+    pub const DATA_TARGET: u64 = 0x20_0000_0000;
+    pub const DATA_SIZE: u64 = 0x100_0000;
+}
+
 /// Guest memory that holds stage-1 tables: 8-byte words at stage-2 targets
 /// `base .. base + size`.
 pub struct GuestMemory {
