@@ -594,9 +594,12 @@ impl PageTable {
                 continue;
             }
             if level == 0 || !pte.is_table() {
-                // ORDERING: Release pairs with the Acquire load in `lookup`; the unmap fence
-                // (a grace period) orders this store before any guard made after it.
-                slot.store(0, Ordering::Release);
+                // ORDERING: Relaxed: a reader that loads the 0 reads nothing through it, and
+                // one that still loads the old leaf is waited for by the unmap's fence. Guards
+                // made after the fence see the 0 through the fence's bump (an AcqRel RMW after
+                // this store, and the unmap count's Release increment for nested IOTLBs).
+                // Seen: Release here is not load-bearing (the loom models pass either way).
+                slot.store(0, Ordering::Relaxed);
                 t.live.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
@@ -662,9 +665,10 @@ impl PageTable {
             unsafe { self.prune_below(child, level - 1, retired) };
             // SAFETY: `child` is still linked (only this writer unlinks).
             if unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
-                // ORDERING: Release pairs with the Acquire load in `lookup`; the table is
-                // freed only after a grace period that begins after this store.
-                slot.store(0, Ordering::Release);
+                // ORDERING: Relaxed, as a cleared leaf in `clear`: the unlinked table is freed
+                // only after a grace period whose bump (an AcqRel RMW) comes after this store,
+                // and a reader that still follows the old link is one that period waits for.
+                slot.store(0, Ordering::Relaxed);
                 t.live.fetch_sub(1, Ordering::Relaxed);
                 retired.push(child, &self.pool);
             }
