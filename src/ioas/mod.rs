@@ -1,0 +1,111 @@
+//! The IOAS: the authoritative set of IOVA → target mappings ("areas") of one I/O address
+//! space, the reserved ranges of the devices attached to it, and the paging domains that
+//! mirror it.
+//!
+//! Every change to the area set is applied to every mirroring domain before the IOAS lock is
+//! released, and a new domain is populated under the same lock before it joins the list, so a
+//! domain always holds exactly its IOAS's areas (G7). The rules are iommufd's: fixed or
+//! automatic IOVAs, `EEXIST` on overlap, areas never split, unmap-all with `(0, u64::MAX)`.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | [`Ioas`] and its locked state, the aperture limit |
+//! | `areas.rs` | the area set: overlap lookups, map (fixed or automatic IOVA), unmap |
+//! | `args.rs` | the checks of a map or unmap's own arguments |
+//! | `devices.rs` | what attached devices contribute: reserved ranges and apertures |
+//! | `mirrors.rs` | the mirror list: the paging domains built on the IOAS, committed or pending |
+//! | `holes.rs` | the hole index: the free IOVA ranges, for automatic IOVAs |
+//! | `treap.rs` | the augmented treap the hole index is built on |
+
+mod areas;
+mod args;
+mod devices;
+mod holes;
+mod mirrors;
+mod treap;
+
+pub(crate) use areas::Area;
+pub(crate) use args::check_range_args;
+pub(crate) use devices::{DeviceLimits, Reservation};
+
+use crate::domain::Domain;
+use crate::sync::{Arc, Mutex};
+use crate::types::ObjId;
+use holes::Holes;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// The half-open range `first ..= last` as errors print it (saturating at the top page).
+pub(crate) fn span(first: u64, last: u64) -> Range<u64> {
+    first..last.saturating_add(1)
+}
+
+/// An I/O address space.
+pub(crate) struct Ioas {
+    pub(crate) id: ObjId,
+    pub(crate) state: Mutex<IoasState>,
+}
+
+impl Ioas {
+    pub(crate) fn new(id: ObjId) -> Ioas {
+        Ioas {
+            id,
+            state: Mutex::new(IoasState::default()),
+        }
+    }
+}
+
+/// The part of an IOAS its lock protects.
+pub(crate) struct IoasState {
+    /// Set by `destroy`: a map or unmap that looked the IOAS up just before fails `ENOENT`.
+    pub(crate) destroyed: bool,
+    pub(crate) areas: BTreeMap<u64, Area>,
+    /// Every paging domain built on this IOAS: committed ones by HWPT id, and pending ones
+    /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
+    domains: Vec<(Option<ObjId>, Arc<Domain>)>,
+    reserved: Vec<Reservation>,
+    /// Aperture ends of the attached devices, by attachment (device, PASID or 0).
+    apertures: Vec<((ObjId, u32), u64)>,
+    /// The free IOVA ranges (everything outside `areas` and `reserved`), for automatic
+    /// IOVAs: built by the first automatic map, then kept up to date, so that an IOAS whose
+    /// maps all have fixed IOVAs (a virtio-iommu front end's) does not pay for it.
+    holes: Option<Holes>,
+    /// [`IoasState::limit`], recomputed when a device or a domain comes or goes.
+    limit: u64,
+}
+
+impl Default for IoasState {
+    fn default() -> IoasState {
+        IoasState {
+            destroyed: false,
+            areas: BTreeMap::new(),
+            domains: Vec::new(),
+            reserved: Vec::new(),
+            apertures: Vec::new(),
+            holes: None,
+            limit: u64::MAX,
+        }
+    }
+}
+
+impl IoasState {
+    /// The last IOVA every attached device and every domain can reach.
+    pub(crate) fn limit(&self) -> u64 {
+        debug_assert_eq!(self.limit, self.compute_limit());
+        self.limit
+    }
+
+    fn compute_limit(&self) -> u64 {
+        let devs = self.apertures.iter().map(|&(_, last)| last);
+        let doms = self
+            .domains
+            .iter()
+            .filter_map(|(_, d)| d.page_table().map(|pt| pt.aperture_last()));
+        devs.chain(doms).min().unwrap_or(u64::MAX)
+    }
+
+    /// Recomputes the cached limit after the device or domain lists changed.
+    fn refresh_limit(&mut self) {
+        self.limit = self.compute_limit();
+    }
+}
