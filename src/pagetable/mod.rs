@@ -40,18 +40,34 @@
 //! `Counters::tables` (they are allocated memory); the pool is bounded and freed with its page
 //! table, so memory after `synchronize` is the baseline plus at most `POOL_TABLES` tables a
 //! page table.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `mod.rs` | [`PageTable`], its shape and limits, teardown |
+//! | `entry.rs` | the entry format ([`Pte`]) |
+//! | `table.rs` | one level's table: allocation and freeing |
+//! | `walk.rs` | the read side: the walk, translate, stage-2 resolve |
+//! | `map.rs` | map: leaf sizes, installing entries and intermediate tables |
+//! | `unmap.rs` | unmap and prune: clearing leaves, unlinking emptied tables |
+//! | `retired.rs` | [`RetiredTables`]: unlinked tables waiting for their grace period |
+//! | `pool.rs` | the pool of emptied tables kept for reuse |
 
 mod entry;
+mod map;
+mod pool;
+mod retired;
+mod table;
+mod unmap;
+mod walk;
 
 pub(crate) use entry::Pte;
+pub(crate) use retired::RetiredTables;
 
 use crate::grace::Counters;
-use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
-use crate::translation::{Chunk, Fault, FaultKind};
-use crate::translation::{ChunkVec, Translation};
-use crate::types::{Access, Prot, PAGE_SIZE};
-use smallvec::SmallVec;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use pool::{Pool, PoolState};
 use std::ptr::NonNull;
+use table::Table;
 
 /// IOVA bits translated by one level.
 #[cfg(not(viommu_loom))]
@@ -65,27 +81,6 @@ pub(crate) const FANOUT: usize = 1 << LEVEL_BITS;
 const PAGE_SHIFT: u32 = 12;
 /// The highest level that holds leaves: 4 KiB, 2 MiB, 1 GiB with 9-bit levels.
 const MAX_LEAF_LEVEL: u32 = 2;
-
-/// One level's table. 64-byte aligned so a pointer leaves the entry's flag bits free.
-#[repr(C, align(64))]
-struct Table {
-    entries: [AtomicU64; FANOUT],
-    /// Non-empty entries; written only by the (serialized) writer.
-    live: AtomicU32,
-    /// Under loom only: written when the table is freed and read by every walk that visits
-    /// it, so a walk that reaches a freed table is a data race loom reports (loom does not
-    /// see a use after free by itself).
-    #[cfg(viommu_loom)]
-    freed: crate::sync::TrackedUnsafeCell<bool>,
-}
-
-#[cfg(viommu_loom)]
-impl Drop for Table {
-    fn drop(&mut self) {
-        // SAFETY: a loom-tracked write; `&mut self` is exclusive.
-        self.freed.with_mut(|p| unsafe { *p = true });
-    }
-}
 
 /// Tables an unmap emptied that stay linked for the next map, at most, before a prune unlinks
 /// them all (64 KiB of 4 KiB tables): a map after an unmap in the same region then allocates
@@ -113,93 +108,6 @@ pub(crate) const POOL_TABLES: usize = 8;
 /// still counted, a premature hand-back would be invisible to them).
 #[cfg(viommu_loom)]
 pub(crate) const POOL_TABLES: usize = 0;
-
-/// A page table's reusable tables: emptied, unlinked, past their grace period, all zeros.
-/// Shared with the [`RetiredTables`] lists that return tables to it, which may outlive the
-/// page table (then `closed` is set and they free their tables instead).
-struct Pool {
-    state: Mutex<PoolState>,
-    counters: Arc<Counters>,
-}
-
-struct PoolState {
-    tables: Vec<NonNull<Table>>,
-    closed: bool,
-}
-
-// SAFETY: the pooled tables are unreachable by readers and owned by the pool alone; every
-// access goes through the mutex.
-unsafe impl Send for Pool {}
-// SAFETY: as above.
-unsafe impl Sync for Pool {}
-
-impl Pool {
-    /// A pooled table, if there is one.
-    fn take(&self) -> Option<NonNull<Table>> {
-        lock(&self.state).tables.pop()
-    }
-
-    /// Keeps as many of `tables` for reuse as there is room for (one lock); returns the
-    /// rest, for the caller to free.
-    fn give<'t>(&self, tables: &'t [NonNull<Table>]) -> &'t [NonNull<Table>] {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return tables;
-        }
-        let keep = POOL_TABLES
-            .saturating_sub(st.tables.len())
-            .min(tables.len());
-        st.tables.extend_from_slice(&tables[..keep]);
-        &tables[keep..]
-    }
-
-    /// Frees every pooled table (`Iommu::synchronize`, so that memory returns to its
-    /// baseline, G9); the pool fills again with later unmaps.
-    fn drain(&self) {
-        let tables = std::mem::take(&mut lock(&self.state).tables);
-        for t in tables {
-            // SAFETY: pooled tables are unreachable by readers and owned by the pool.
-            unsafe { Table::free(t, &self.counters) };
-        }
-    }
-
-    /// Frees every pooled table and refuses new ones (the page table is being dropped).
-    fn close(&self) {
-        let tables = {
-            let mut st = lock(&self.state);
-            st.closed = true;
-            std::mem::take(&mut st.tables)
-        };
-        for t in tables {
-            // SAFETY: pooled tables are unreachable by readers and owned by the pool.
-            unsafe { Table::free(t, &self.counters) };
-        }
-    }
-}
-
-impl Table {
-    /// Frees a table that no reader can reach and that nothing else owns.
-    ///
-    /// # Safety
-    ///
-    /// `table` came from [`Table::alloc`], is unreachable by readers and is freed once.
-    unsafe fn free(table: NonNull<Table>, counters: &Counters) {
-        // SAFETY: allocated by `Table::alloc` as a Box; the caller guarantees the rest.
-        drop(unsafe { Box::from_raw(table.as_ptr()) });
-        counters.tables.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn alloc(counters: &Counters) -> NonNull<Table> {
-        let table = Box::new(Table {
-            entries: std::array::from_fn(|_| AtomicU64::new(0)),
-            live: AtomicU32::new(0),
-            #[cfg(viommu_loom)]
-            freed: crate::sync::TrackedUnsafeCell::new(false),
-        });
-        counters.tables.fetch_add(1, Ordering::Relaxed);
-        NonNull::from(Box::leak(table))
-    }
-}
 
 /// The size in bytes of a leaf at `level`.
 #[inline]
@@ -270,23 +178,6 @@ impl PageTable {
         self.unmaps.load(Ordering::Acquire)
     }
 
-    /// The target of the single address `addr`, the permissions of the leaf that maps it and
-    /// the leaf's size mask (`(target, readable, writable, size - 1)`), or `None` if nothing
-    /// maps it. For stage-2 lookups of nested translation; the caller holds a guard.
-    #[inline]
-    pub(crate) fn resolve(&self, addr: u64) -> Option<(u64, bool, bool, u64)> {
-        if addr > self.aperture_last {
-            return None;
-        }
-        let (pte, mask) = self.walk(addr)?;
-        Some((
-            pte.target() | (addr & mask),
-            pte.allows(Access::Read),
-            pte.allows(Access::Write),
-            mask,
-        ))
-    }
-
     /// The last IOVA this table can map.
     pub(crate) fn aperture_last(&self) -> u64 {
         self.aperture_last
@@ -295,384 +186,6 @@ impl PageTable {
     /// Frees the emptied tables kept for reuse (see [`POOL_TABLES`]).
     pub(crate) fn release_pool(&self) {
         self.pool.drain();
-    }
-
-    /// Finds the leaf that maps `iova`: its entry and level (for the unit tests).
-    #[cfg(all(test, not(viommu_loom)))]
-    pub(crate) fn lookup(&self, iova: u64) -> Option<(Pte, u32)> {
-        self.walk(iova)
-            .map(|(pte, mask)| (pte, (mask.count_ones() - PAGE_SHIFT) / LEVEL_BITS))
-    }
-
-    /// Finds the leaf that maps `iova`: its entry and the mask of its size (`size - 1`).
-    ///
-    /// One `Acquire` load a level. An entry with both `VALID` and `TABLE` set names the next
-    /// table; anything else ends the walk (a leaf, or nothing): leaves never carry `TABLE`,
-    /// at any level, so the bottom level needs no test of its own.
-    #[inline(always)]
-    fn walk(&self, iova: u64) -> Option<(Pte, u64)> {
-        let mut table = self.root.as_ptr() as *const Table;
-        let mut shift = PAGE_SHIFT + LEVEL_BITS * (self.levels - 1);
-        loop {
-            // SAFETY: `table` is the root (alive as long as `self`) or was read from a valid
-            // table entry while the caller holds a guard (its grace-period pin); tables are
-            // unlinked before they are retired and retired ones are freed only after every
-            // guard that could reach them is gone (`crate::grace`).
-            let slot = unsafe { &(*table).entries[((iova >> shift) as usize) & (FANOUT - 1)] };
-            #[cfg(viommu_loom)]
-            {
-                // SAFETY: as above: the table is alive while the caller's guard pins it.
-                let t = unsafe { &*table };
-                t.freed.with(|p| {
-                    // SAFETY: `p` is valid for the closure's duration; loom tracks this read,
-                    // which races with the write in `drop` if the walk reached a table that is
-                    // being freed.
-                    let freed = unsafe { *p };
-                    assert!(!freed, "a walk reached a freed page table");
-                });
-            }
-            // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
-            // zeroed entries and a leaf are visible once the entry that names them is).
-            let pte = Pte(slot.load(Ordering::Acquire));
-            if !pte.is_table_link() {
-                return pte.is_valid().then_some((pte, (1u64 << shift) - 1));
-            }
-            table = pte.table_ptr() as *const Table;
-            shift -= LEVEL_BITS;
-        }
-    }
-
-    /// Translates `iova ..= last` for `access`: the maximal chunks that cover it, or the
-    /// first IOVA that cannot be translated.
-    ///
-    /// The common case, a request inside one leaf, is one walk and one inline chunk; longer
-    /// requests continue in [`PageTable::translate_rest`].
-    #[inline(always)]
-    pub(crate) fn translate(
-        &self,
-        iova: u64,
-        last: u64,
-        access: Access,
-    ) -> Result<Translation<'static>, Fault> {
-        if last > self.aperture_last {
-            return Err(self.aperture_fault(iova));
-        }
-        let (pte, mask) = self.leaf_for(iova, access)?;
-        let first = Chunk {
-            iova,
-            target: pte.target() | (iova & mask),
-            len: (iova | mask).min(last) - iova + 1,
-        };
-        if last <= iova | mask {
-            // The common case: one leaf, one chunk, built in place; no join with the longer
-            // path below (where the two met, the compiler moved the chunk list through odd
-            // offsets and the caller's reads stalled on store forwarding: 3x a hit).
-            return Ok(Translation::one(first));
-        }
-        self.translate_long(first, (iova | mask) + 1, last, access)
-    }
-
-    /// A request that spans more than one leaf: the first chunk, then the rest.
-    #[inline(never)]
-    fn translate_long(
-        &self,
-        first: Chunk,
-        next: u64,
-        last: u64,
-        access: Access,
-    ) -> Result<Translation<'static>, Fault> {
-        let mut chunks = ChunkVec::new();
-        chunks.push(first);
-        self.translate_rest(next, last, access, &mut chunks)?;
-        Ok(Translation::new(chunks))
-    }
-
-    #[cold]
-    fn aperture_fault(&self, iova: u64) -> Fault {
-        let at = if iova > self.aperture_last {
-            iova
-        } else {
-            self.aperture_last + 1
-        };
-        Fault {
-            iova: at,
-            kind: FaultKind::Aperture,
-        }
-    }
-
-    /// The leaf that maps `iova`, if it allows `access`.
-    #[inline(always)]
-    fn leaf_for(&self, iova: u64, access: Access) -> Result<(Pte, u64), Fault> {
-        let Some((pte, mask)) = self.walk(iova) else {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Unmapped,
-            });
-        };
-        if !pte.allows(access) {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Permission,
-            });
-        }
-        Ok((pte, mask))
-    }
-
-    /// Appends the chunks that cover `iova ..= last` to `out`, merging each with the chunk
-    /// before it when the targets are contiguous.
-    #[inline(never)]
-    pub(crate) fn translate_rest(
-        &self,
-        iova: u64,
-        last: u64,
-        access: Access,
-        out: &mut ChunkVec,
-    ) -> Result<(), Fault> {
-        let mut cur = iova;
-        loop {
-            let (pte, mask) = self.leaf_for(cur, access)?;
-            let target = pte.target() | (cur & mask);
-            let end = (cur | mask).min(last);
-            let len = end - cur + 1;
-            match out.last_mut() {
-                // Never across the top of the target space: a chunk ending at 2^64 and one
-                // starting at 0 are not contiguous memory.
-                Some(c) if c.target.checked_add(c.len) == Some(target) => c.len += len,
-                _ => out.push(Chunk {
-                    iova: cur,
-                    target,
-                    len,
-                }),
-            }
-            if end == last {
-                return Ok(());
-            }
-            cur = end + 1;
-        }
-    }
-
-    /// Maps `len` bytes at `iova` to `target`. All three are page aligned, the range lies in
-    /// the aperture, and nothing in it is mapped (the IOAS checked all of that).
-    pub(crate) fn map(&self, mut iova: u64, mut target: u64, len: u64, prot: Prot) {
-        let mut writer = lock(&self.writer);
-        debug_assert!(iova % PAGE_SIZE == 0 && target % PAGE_SIZE == 0 && len % PAGE_SIZE == 0);
-        debug_assert!(iova
-            .checked_add(len - 1)
-            .is_some_and(|l| l <= self.aperture_last));
-        let top_leaf = MAX_LEAF_LEVEL.min(self.levels - 1);
-        let mut remaining = len;
-        while remaining > 0 {
-            let mut level = top_leaf;
-            while level > 0 {
-                let size = leaf_size(level);
-                if iova % size == 0 && target % size == 0 && remaining >= size {
-                    break;
-                }
-                level -= 1;
-            }
-            // An emptied table an unmap left linked may hold the slot of a large leaf: then
-            // the leaf goes inside it, one level down (the range is unmapped, so the table's
-            // subtree is empty).
-            while !self.install(&mut writer, iova, level, Pte::leaf(target, prot)) {
-                level -= 1;
-            }
-            let size = leaf_size(level);
-            remaining -= size;
-            iova = iova.wrapping_add(size);
-            target = target.wrapping_add(size);
-        }
-    }
-
-    /// Installs one leaf at `level`; the caller holds the writer lock (`writer`). False (and
-    /// nothing changed) if the leaf's slot holds a link to a table (an emptied one that an
-    /// unmap left linked).
-    #[must_use]
-    fn install(&self, writer: &mut Writer, iova: u64, leaf_level: u32, pte: Pte) -> bool {
-        let mut table = self.root;
-        let mut level = self.levels - 1;
-        loop {
-            // SAFETY: `table` is the root or a table linked below it; only the writer (us,
-            // serialized by the writer lock) unlinks tables, so it is alive.
-            let t = unsafe { table.as_ref() };
-            let slot = &t.entries[index(iova, level)];
-            if level == leaf_level {
-                let cur = Pte(slot.load(Ordering::Relaxed));
-                if cur.is_table_link() {
-                    return false;
-                }
-                debug_assert_eq!(cur.0, 0, "mapping over a mapping");
-                // ORDERING: Release pairs with the Acquire load in `lookup`.
-                slot.store(pte.0, Ordering::Release);
-                t.live.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            let cur = Pte(slot.load(Ordering::Relaxed));
-            if cur.is_valid() {
-                debug_assert!(cur.is_table(), "mapping inside a huge leaf");
-                // SAFETY: a valid table entry points to a live table (see above).
-                table = unsafe { NonNull::new_unchecked(cur.table_ptr() as *mut Table) };
-                // SAFETY: as above.
-                if unsafe { table.as_ref() }.live.load(Ordering::Relaxed) == 0 {
-                    // An emptied table kept linked (every one is counted): it gets an entry
-                    // below now.
-                    debug_assert!(writer.empty > 0, "an uncounted empty table");
-                    writer.empty = writer.empty.saturating_sub(1);
-                }
-            } else {
-                let child = self.alloc_table();
-                // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
-                // zeroed entries are visible to a reader that follows this link (for a pooled
-                // table, its clearing stores happen before the pool's mutex handed it to us).
-                slot.store(Pte::table(child.as_ptr() as *const u8).0, Ordering::Release);
-                t.live.fetch_add(1, Ordering::Relaxed);
-                table = child;
-            }
-            level -= 1;
-        }
-    }
-
-    /// An all-zero table for `install`: a pooled one, else a fresh one.
-    fn alloc_table(&self) -> NonNull<Table> {
-        match self.pool.take() {
-            Some(t) => {
-                debug_assert!({
-                    // SAFETY: pooled tables are alive and owned by the pool (now by us).
-                    let tr = unsafe { t.as_ref() };
-                    tr.live.load(Ordering::Relaxed) == 0
-                        && tr.entries.iter().all(|e| e.load(Ordering::Relaxed) == 0)
-                });
-                t
-            }
-            None => Table::alloc(&self.counters),
-        }
-    }
-
-    /// Clears every leaf in `iova .. iova + len` (whole leaves: the IOAS never splits one).
-    /// Tables it empties stay linked for the next map, up to [`EMPTY_LIMIT`] of them; past
-    /// that every empty table is unlinked into `retired` ([`PageTable::prune`]).
-    pub(crate) fn unmap(&self, iova: u64, len: u64, retired: &mut RetiredTables) {
-        let mut writer = lock(&self.writer);
-        let last = iova + (len - 1);
-        let last = last.min(self.aperture_last);
-        if iova > last {
-            return;
-        }
-        // SAFETY: the root is ours; the writer lock is held.
-        unsafe { self.clear(&mut writer, self.root, self.levels - 1, 0, iova, last) };
-        if writer.empty > EMPTY_LIMIT {
-            self.prune_locked(&mut writer, retired);
-        }
-        // ORDERING: Release pairs with the Acquire load in `unmap_generation`, and comes after
-        // the clearing stores: a nested IOTLB entry stamped with an older count is never used
-        // once a reader sees this one, and a reader that sees it walks the cleared table.
-        self.unmaps.fetch_add(1, Ordering::Release);
-    }
-
-    /// Clears `start ..= last` below `table`, which covers IOVAs from `base` at `level`.
-    ///
-    /// # Safety
-    ///
-    /// The writer lock is held and `table` is linked in this page table.
-    unsafe fn clear(
-        &self,
-        writer: &mut Writer,
-        table: NonNull<Table>,
-        level: u32,
-        base: u64,
-        start: u64,
-        last: u64,
-    ) {
-        // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
-        let t = unsafe { table.as_ref() };
-        let shift = PAGE_SHIFT + LEVEL_BITS * level;
-        let first_idx = ((start - base) >> shift) as usize;
-        let last_idx = (((last - base) >> shift) as usize).min(FANOUT - 1);
-        for idx in first_idx..=last_idx {
-            let slot = &t.entries[idx];
-            let pte = Pte(slot.load(Ordering::Relaxed));
-            if !pte.is_valid() {
-                continue;
-            }
-            if level == 0 || !pte.is_table() {
-                // ORDERING: Relaxed: a reader that loads the 0 reads nothing through it, and
-                // one that still loads the old leaf is waited for by the unmap's fence. Guards
-                // made after the fence see the 0 through the fence's bump (an AcqRel RMW after
-                // this store, and the unmap count's Release increment for nested IOTLBs).
-                // Seen: Release here is not load-bearing (the loom models pass either way).
-                slot.store(0, Ordering::Relaxed);
-                t.live.fetch_sub(1, Ordering::Relaxed);
-                continue;
-            }
-            let child_base = base + ((idx as u64) << shift);
-            let child_last = child_base + ((1u64 << shift) - 1);
-            // SAFETY: a valid table entry of a linked table points to a linked table.
-            let child = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
-            // SAFETY: as above; the writer lock is still held.
-            let was_empty = unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0;
-            // SAFETY: as above.
-            unsafe {
-                self.clear(
-                    writer,
-                    child,
-                    level - 1,
-                    child_base,
-                    start.max(child_base),
-                    last.min(child_last),
-                )
-            };
-            // SAFETY: `child` is still linked (only this writer unlinks).
-            if !was_empty && unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
-                writer.empty += 1;
-            }
-        }
-    }
-
-    /// Unlinks every empty table (bottom-up, so a table left empty by its children's unlink
-    /// goes too) into `retired`, for the caller to retire: `Iommu::synchronize` calls it so
-    /// that memory returns to its baseline (G9).
-    pub(crate) fn prune(&self, retired: &mut RetiredTables) {
-        let mut writer = lock(&self.writer);
-        if writer.empty > 0 {
-            self.prune_locked(&mut writer, retired);
-        }
-    }
-
-    fn prune_locked(&self, writer: &mut Writer, retired: &mut RetiredTables) {
-        // SAFETY: the root is ours; the writer lock is held.
-        unsafe { self.prune_below(self.root, self.levels - 1, retired) };
-        writer.empty = 0;
-    }
-
-    /// Unlinks the empty tables below `table` (at `level`) into `retired`.
-    ///
-    /// # Safety
-    ///
-    /// The writer lock is held and `table` is linked in this page table.
-    unsafe fn prune_below(&self, table: NonNull<Table>, level: u32, retired: &mut RetiredTables) {
-        if level == 0 {
-            return;
-        }
-        // SAFETY: the caller guarantees `table` is linked and writes are ours alone.
-        let t = unsafe { table.as_ref() };
-        for slot in &t.entries {
-            let pte = Pte(slot.load(Ordering::Relaxed));
-            if !pte.is_table_link() {
-                continue;
-            }
-            // SAFETY: a valid table entry of a linked table points to a linked table.
-            let child = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
-            // SAFETY: as above; the writer lock is still held.
-            unsafe { self.prune_below(child, level - 1, retired) };
-            // SAFETY: `child` is still linked (only this writer unlinks).
-            if unsafe { child.as_ref() }.live.load(Ordering::Relaxed) == 0 {
-                // ORDERING: Relaxed, as a cleared leaf in `clear`: the unlinked table is freed
-                // only after a grace period whose bump (an AcqRel RMW) comes after this store,
-                // and a reader that still follows the old link is one that period waits for.
-                slot.store(0, Ordering::Relaxed);
-                t.live.fetch_sub(1, Ordering::Relaxed);
-                retired.push(child, &self.pool);
-            }
-        }
     }
 
     /// Frees `table` and everything below it.
@@ -699,53 +212,6 @@ impl PageTable {
         }
         // SAFETY: allocated by `Table::alloc`; unreachable and freed once (the caller).
         unsafe { Table::free(table, &self.counters) };
-    }
-}
-
-/// Page-table nodes an unmap unlinked, waiting for their grace period
-/// ([`crate::grace::Garbage::Tables`]); dropping this hands them back to their page tables'
-/// pools (bounded) or frees them.
-#[derive(Default)]
-pub(crate) struct RetiredTables {
-    /// The nodes, inline for a few (a 4 KiB unmap empties up to three).
-    tables: SmallVec<[NonNull<Table>; 4]>,
-    /// The pool of each run of `tables`: `(pool, end)` covers `tables[previous end .. end]`.
-    pools: SmallVec<[(Arc<Pool>, usize); 1]>,
-}
-
-// SAFETY: the nodes are unlinked and owned by this list alone; nothing else touches them.
-unsafe impl Send for RetiredTables {}
-
-impl RetiredTables {
-    fn push(&mut self, table: NonNull<Table>, pool: &Arc<Pool>) {
-        self.tables.push(table);
-        let end = self.tables.len();
-        match self.pools.last_mut() {
-            Some((p, e)) if Arc::ptr_eq(p, pool) => *e = end,
-            _ => self.pools.push((pool.clone(), end)),
-        }
-    }
-
-    /// True if nothing was retired.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.tables.is_empty()
-    }
-}
-
-impl Drop for RetiredTables {
-    fn drop(&mut self) {
-        let mut begin = 0;
-        for (pool, end) in self.pools.drain(..) {
-            // Each node is unlinked (no new reader can reach it) and empty (all zeros, no
-            // children); the list is dropped only after a grace period, when no guard that
-            // reached it before the unlink is alive; each node is in one list once. So it may
-            // be reused as a fresh table, or freed.
-            for &table in pool.give(&self.tables[begin..end]) {
-                // SAFETY: as above.
-                unsafe { Table::free(table, &pool.counters) };
-            }
-            begin = end;
-        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::grace::Counters;
-use crate::translation::FaultKind;
+use crate::translation::{Chunk, Fault, FaultKind};
+use crate::types::{Access, Prot};
 
 const K4: u64 = 4 << 10;
 const M2: u64 = 2 << 20;
