@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `wire.rs` | request types, status codes, flags, and the little-endian request layouts |
 //! | `config.rs` | feature bits and `struct virtio_iommu_config` |
-//! | `device.rs` | [`VirtioIommu`]: endpoints, domains, and what each request does |
+//! | `device/` | [`VirtioIommu`]: endpoints, domains, and what each request does (a file per request kind) |
 //! | `batch.rs` | completions, fences, and queue passes |
 //! | `event.rs` | fault reports for the event queue |
 //! | `queue.rs` | the request queue driver on virtio-queue (feature `virtio-iommu-queue`) |
