@@ -219,3 +219,82 @@ fn cached_snapshot_vs_replace() {
         assert_nothing_live(&iommu);
     });
 }
+
+/// The relist path against a fence (`Grace::scan` delists idle participants; the owner's next
+/// pin lists itself again): the reader registers and goes idle, the writer's `synchronize`
+/// delists it, then the reader pins again while the writer unmaps. The unmap's fence must
+/// either scan the relisted participant and wait for the guard, or the guard must see the
+/// unmap.
+#[test]
+fn delisted_pin_vs_unmap() {
+    model("delisted_pin_vs_unmap", || {
+        let iommu = Iommu::new();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
+        let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
+        let fenced = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(false));
+        let delisted = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (dev, memory, fenced) = (dev.clone(), memory.clone(), fenced.clone());
+            let (idle, delisted) = (idle.clone(), delisted.clone());
+            thread::spawn(move || {
+                drop(dev.pin());
+                idle.store(true, Ordering::Release);
+                while !delisted.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                let guard = dev.pin();
+                match page_target(&guard, IOVA) {
+                    Ok(_) => dma(&memory, &fenced),
+                    Err(kind) => assert_eq!(kind, FaultKind::Unmapped),
+                }
+            })
+        };
+        while !idle.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        iommu.synchronize().unwrap();
+        delisted.store(true, Ordering::Release);
+        unmap_then_reuse(&iommu, ioas, &memory, &fenced);
+        reader.join().unwrap();
+        iommu.device_detach(dev_id).unwrap();
+        assert_nothing_live(&iommu);
+    });
+}
+
+/// A pin racing its participant's removal from the scan set: the reader registers and goes
+/// idle, then pins while the writer's `synchronize` delists it, and the writer then unmaps.
+/// Either the delisting fence sees the pinned slot and keeps the participant listed, or the
+/// pin sees itself delisted and lists itself again before its loads; either way the unmap's
+/// fence waits for the guard or the guard sees the unmap.
+#[test]
+fn pin_vs_delist() {
+    model("pin_vs_delist", || {
+        let iommu = Iommu::new();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
+        let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
+        let fenced = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (dev, memory, fenced, idle) =
+                (dev.clone(), memory.clone(), fenced.clone(), idle.clone());
+            thread::spawn(move || {
+                drop(dev.pin());
+                idle.store(true, Ordering::Release);
+                let guard = dev.pin();
+                match page_target(&guard, IOVA) {
+                    Ok(_) => dma(&memory, &fenced),
+                    Err(kind) => assert_eq!(kind, FaultKind::Unmapped),
+                }
+            })
+        };
+        while !idle.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        iommu.synchronize().unwrap();
+        unmap_then_reuse(&iommu, ioas, &memory, &fenced);
+        reader.join().unwrap();
+        iommu.device_detach(dev_id).unwrap();
+        assert_nothing_live(&iommu);
+    });
+}

@@ -90,6 +90,66 @@ const POLL_EVERY: usize = 16;
 /// `maintain` polls whenever at least this many retired entries wait.
 const RETIRED_HIGH: usize = 64;
 
+/// Participants a fence can delist: the relist summary has a bit for each (4096 with 64
+/// words: eight cache lines, read by a fence only where a word is non-zero). Participants
+/// past it (a process that ever had more threads pinning one `Iommu` at once) stay listed.
+#[cfg(not(viommu_loom))]
+const SUMMARY_WORDS: usize = 64;
+/// See above (loom: one word).
+#[cfg(viommu_loom)]
+const SUMMARY_WORDS: usize = 1;
+
+/// A listed participant with no guard whose latest pin is this many epochs older than a
+/// fence's target is delisted by that fence. Epochs advance with every fence, retirement and
+/// poll, so a thread that pins between most of them stays listed (and never pays a relist),
+/// and one that went quiet drops out of the scan after a few dozen control calls. Under loom
+/// every idle participant is delisted, so the models reach the relist path.
+#[cfg(not(viommu_loom))]
+const IDLE_EPOCHS: u64 = 64;
+/// See above.
+#[cfg(viommu_loom)]
+const IDLE_EPOCHS: u64 = 0;
+
+/// The word and bit of participant `index` in the relist summary.
+#[inline]
+fn summary_bit(index: usize) -> (usize, u64) {
+    (index / 64, 1u64 << (index % 64))
+}
+
+/// Every participant ever registered, and which of them fences scan.
+struct Registry {
+    /// Every participant (recycled when their thread exits); its index is its position.
+    all: Vec<Arc<Participant>>,
+    /// The indices of the participants fences scan (each once).
+    listed: Vec<usize>,
+    /// `in_scan[i]`: `i` is in `listed`.
+    in_scan: Vec<bool>,
+}
+
+impl Registry {
+    /// Puts `p` in the scan set (under the registry lock).
+    fn list(&mut self, p: &Participant) {
+        // ORDERING: Relaxed: written under the registry lock, which orders it for fences; the
+        // owner's own pins read it after their barrier (see `thread::enter`).
+        p.listed.store(true, Ordering::Relaxed);
+        if self.in_scan.len() <= p.index {
+            self.in_scan.resize(p.index + 1, false);
+        }
+        if !self.in_scan[p.index] {
+            self.in_scan[p.index] = true;
+            self.listed.push(p.index);
+        }
+    }
+}
+
+/// What one scan of the listed participants found.
+struct Scan {
+    /// Participants with a guard older than the target.
+    waiting: Vec<Arc<Participant>>,
+    /// The oldest epoch pinned below the target (the target if none).
+    oldest: u64,
+}
+
 /// A value alone on its cache lines (two, against the adjacent-line prefetcher).
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -107,8 +167,12 @@ pub(crate) struct Grace {
     next_generation: AtomicU64,
     /// Readers use the asymmetric protocol (membarrier registered).
     asymmetric: bool,
-    /// Every participant ever registered (recycled when their thread exits).
-    participants: Mutex<Vec<Arc<Participant>>>,
+    /// Every participant ever registered (recycled when their thread exits), and the scan
+    /// set fences read.
+    participants: Mutex<Registry>,
+    /// The relist summary: bit `i` set by participant `i`'s first pin after a fence delisted
+    /// it; taken in (and cleared) by the next fence's scan.
+    relisted: Box<[AtomicU64]>,
     /// Retired memory, tagged with the bump that followed its unlinking.
     retired: Mutex<Vec<(u64, Garbage)>>,
     /// `collect` calls that took entries out of `retired` and are still freeing them.
@@ -155,7 +219,12 @@ impl Grace {
             safe: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             asymmetric: mode == FenceMode::Asymmetric && register_membarrier(),
-            participants: Mutex::new(Vec::new()),
+            participants: Mutex::new(Registry {
+                all: Vec::new(),
+                listed: Vec::new(),
+                in_scan: Vec::new(),
+            }),
+            relisted: (0..SUMMARY_WORDS).map(|_| AtomicU64::new(0)).collect(),
             retired: Mutex::new(Vec::new()),
             freeing: AtomicUsize::new(0),
             maintain_calls: AtomicUsize::new(0),
@@ -231,7 +300,7 @@ impl Grace {
         // A target of our own, after `ticket`: one wait settles every ticket made so far.
         let target = self.bump();
         self.heavy_fence();
-        for p in self.participants_snapshot() {
+        for p in self.scan(target).waiting {
             for slot in p.slots() {
                 let mut step = 0;
                 while !self.slot_done(slot, target) {
@@ -254,22 +323,108 @@ impl Grace {
     pub(crate) fn poll(&self) {
         let target = self.bump();
         self.heavy_fence();
-        let mut oldest = target;
-        for p in self.participants_snapshot() {
-            for slot in p.slots() {
-                // ORDERING: Acquire, as in `slot_done`.
-                let v = slot.load(Ordering::Acquire);
-                if v != 0 && v < target {
-                    oldest = oldest.min(v);
-                }
-            }
-        }
+        let oldest = self.scan(target).oldest;
         // ORDERING: AcqRel, as in `wait_for`.
         self.safe.fetch_max(oldest, Ordering::AcqRel);
     }
 
-    fn participants_snapshot(&self) -> Vec<Arc<Participant>> {
-        lock(&self.participants).clone()
+    /// One pass over the participants fences scan, for a fence with target `target` (after
+    /// its bump and heavy fence): takes in the participants that listed themselves again,
+    /// reads each listed one's slots once, and delists those found idle. Its cost follows the
+    /// listed participants (threads that pinned in the last `IDLE_EPOCHS` epochs, or hold a
+    /// guard), not every thread that ever pinned.
+    ///
+    /// Why a delisted participant's guard is never missed: see `thread::enter` and
+    /// `Grace::relist`, and the design notes (`docs/design.md`, "Fences").
+    fn scan(&self, target: u64) -> Scan {
+        let mut registry = lock(&self.participants);
+        let registry = &mut *registry;
+        let words = registry.all.len().div_ceil(64).min(self.relisted.len());
+        for (w, word) in self.relisted[..words].iter().enumerate() {
+            // ORDERING: Relaxed test first (most words are zero, and a swap would write the
+            // line); the Acquire swap pairs with the SeqCst `fetch_or` in `Grace::relist`, so
+            // the relisting pin's slot store is seen below. Both come after our heavy fence,
+            // the store-buffer pair of the relist's fence.
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let p = registry.all[i].clone();
+                registry.list(&p);
+            }
+        }
+        let mut scan = Scan {
+            waiting: Vec::new(),
+            oldest: target,
+        };
+        let mut idle = Vec::new();
+        let delistable = self.relisted.len() * 64;
+        for &i in &registry.listed {
+            let p = &registry.all[i];
+            if self.read_slots(p, target, &mut scan) {
+                continue;
+            }
+            // ORDERING: Relaxed: a hint (see `Participant::last`).
+            let last = p.last.load(Ordering::Relaxed);
+            if i < delistable && last.saturating_add(IDLE_EPOCHS) < target {
+                idle.push(i);
+            }
+        }
+        if !idle.is_empty() {
+            self.delist(registry, &idle, target, &mut scan);
+        }
+        scan
+    }
+
+    /// Reads `p`'s slots for a fence with target `target`: adds `p` to `scan.waiting` if a
+    /// slot holds a guard older than the target. True if any slot is pinned.
+    fn read_slots(&self, p: &Arc<Participant>, target: u64, scan: &mut Scan) -> bool {
+        let (mut pinned, mut waits) = (false, false);
+        for slot in p.slots() {
+            // ORDERING: Acquire, as in `slot_done`.
+            let v = slot.load(Ordering::Acquire);
+            if v != 0 {
+                pinned = true;
+                if v < target {
+                    waits = true;
+                    scan.oldest = scan.oldest.min(v);
+                }
+            }
+        }
+        if waits {
+            scan.waiting.push(p.clone());
+        }
+        pinned
+    }
+
+    /// Takes the idle participants `idle` out of the scan set: clears their `listed` flags,
+    /// runs a heavy fence and re-reads their slots; one that a pin took meanwhile stays
+    /// listed (the store-buffer pair of `thread::enter`'s slot store, barrier and `listed`
+    /// load: either we see its slot or it sees `false` and lists itself again).
+    fn delist(&self, registry: &mut Registry, idle: &[usize], target: u64, scan: &mut Scan) {
+        for &i in idle {
+            // ORDERING: Relaxed; ordered before the re-read below by the heavy fence.
+            registry.all[i].listed.store(false, Ordering::Relaxed);
+        }
+        self.heavy_fence();
+        let mut gone = false;
+        for &i in idle {
+            let p = registry.all[i].clone();
+            if self.read_slots(&p, target, scan) {
+                // ORDERING: Relaxed, under the registry lock, as in `Registry::list`.
+                p.listed.store(true, Ordering::Relaxed);
+            } else {
+                registry.in_scan[i] = false;
+                gone = true;
+            }
+        }
+        if gone {
+            let in_scan = &registry.in_scan;
+            registry.listed.retain(|&i| in_scan[i]);
+        }
     }
 
     /// Hands memory that readers may still reach to the retired list (after it was unlinked
@@ -360,7 +515,7 @@ impl Drop for Grace {
         // No guard is alive (each borrows a `Device`, which holds us), so everything retired
         // can go; participants still listed in a thread's cache are marked dead so that the
         // thread drops them on its next miss.
-        for p in lock(&self.participants).iter() {
+        for p in lock(&self.participants).all.iter() {
             p.mark_dead();
         }
     }

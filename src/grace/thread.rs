@@ -11,12 +11,11 @@
 //! When a thread exits, its participants return to their `Iommu`'s registry for the next
 //! thread to claim, so the registry is bounded by the most threads ever pinning at once.
 
+use super::summary_bit;
 use super::Grace;
 use crate::sync::AtomicU64;
 use crate::sync::Ordering;
-#[cfg(not(all(target_arch = "x86_64", not(viommu_loom))))]
-use crate::sync::fence;
-use crate::sync::{compiler_fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
+use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
@@ -54,14 +53,26 @@ pub(crate) struct Participant {
     owned: AtomicBool,
     /// Its `Iommu`'s grace domain is still alive.
     alive: AtomicBool,
+    /// In its `Grace`'s scan set: fences read its slots. Cleared by a fence that found the
+    /// participant idle ([`Grace::scan`](super::Grace)), set again by the owner's next pin
+    /// ([`Grace::relist`]) or by that fence itself if a pin raced it.
+    pub(super) listed: AtomicBool,
+    /// The epoch of the owner's latest pin (written by the owner only): how fences tell an
+    /// idle participant from one that pins between their scans.
+    pub(super) last: AtomicU64,
+    /// Its position in its `Grace`'s registry: the bit it sets in the relist summary.
+    pub(super) index: usize,
 }
 
 impl Participant {
-    fn new() -> Participant {
+    pub(super) fn new(index: usize) -> Participant {
         Participant {
             first: SlotBlock::new(),
             owned: AtomicBool::new(true),
             alive: AtomicBool::new(true),
+            listed: AtomicBool::new(true),
+            last: AtomicU64::new(0),
+            index,
         }
     }
 
@@ -115,7 +126,10 @@ impl Participant {
         }
     }
 
-    fn any_pinned(&self) -> bool {
+    pub(super) fn any_pinned(&self) -> bool {
+        // ORDERING: Relaxed: the owner reads its own slots (`Entry::drop`, `is_pinned`); a
+        // fence that reads them with this (`Grace::scan`'s recheck) does so after its heavy
+        // fence, which orders the read as the store-buffer pattern needs.
         self.slots().any(|s| s.load(Ordering::Relaxed) != 0)
     }
 
@@ -131,7 +145,7 @@ impl Participant {
     }
 
     /// Claims a released participant for the calling thread.
-    fn claim(&self) -> bool {
+    pub(super) fn claim(&self) -> bool {
         self.owned
             // ORDERING: Acquire pairs with `release`.
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -255,12 +269,29 @@ impl Drop for Pin {
     }
 }
 
-/// Records the epoch in `slot` (the reader's half of the store-buffer pattern).
+/// Records the epoch in `slot` (the reader's half of the store-buffer pattern), then makes
+/// sure fences scan the participant (it is still listed, or it lists itself again).
 #[inline(always)]
-fn enter(grace: &Grace, slot: &AtomicU64) {
+fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
     // ORDERING: Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records an
     // epoch `>= T` sees every unlink made before the bump to `T`.
     let epoch = grace.epoch.0.load(Ordering::Acquire);
+    // ORDERING: Relaxed: a hint for fences' idle test (`Grace::scan`), never trusted for
+    // safety (a fence delists only after re-reading the slots behind its heavy fence).
+    participant.last.store(epoch, Ordering::Relaxed);
+    store_slot(grace, slot, epoch);
+    // ORDERING: Relaxed, after the barrier that follows the slot store: the store-buffer pair
+    // of a delisting fence's `listed` store, heavy fence and slot re-read (`Grace::scan`):
+    // either that fence sees this slot pinned (and keeps us listed), or we see `false` here
+    // and list ourselves before any load of the guard.
+    if !participant.listed.load(Ordering::Relaxed) {
+        grace.relist(participant);
+    }
+}
+
+/// The slot store and the barrier after it.
+#[inline(always)]
+fn store_slot(grace: &Grace, slot: &AtomicU64, epoch: u64) {
     if grace.asymmetric {
         // ORDERING: Release pairs with the Acquire load in `Grace::slot_done` (a fence that
         // reads this value also sees the guard's earlier history); the compiler fence keeps
@@ -331,7 +362,7 @@ impl Grace {
         lookup: impl FnOnce(&mut DomainCache) -> R,
     ) -> (Pin, R) {
         let slot = entry.participant.free_slot();
-        enter(self, slot);
+        enter(self, &entry.participant, slot);
         let r = lookup(&mut entry.cache);
         (
             Pin {
@@ -382,13 +413,38 @@ impl Grace {
     }
 
     fn claim_participant(&self) -> Arc<Participant> {
-        let mut all = lock(&self.participants);
-        if let Some(p) = all.iter().find(|p| p.claim()) {
-            return p.clone();
+        let mut registry = lock(&self.participants);
+        if let Some(p) = registry.all.iter().find(|p| p.claim()).cloned() {
+            // Listed under the registry lock, before its first pin: every fence that takes
+            // the lock after us scans it, and one that took it before is ordered before our
+            // pin by the lock (as for a new participant).
+            registry.list(&p);
+            return p;
         }
-        let p = Arc::new(Participant::new());
-        all.push(p.clone());
+        let p = Arc::new(Participant::new(registry.all.len()));
+        registry.all.push(p.clone());
+        registry.list(&p);
         p
+    }
+
+    /// Puts a participant that a fence delisted back in the scan set: its bit in the relist
+    /// summary, which the next fence takes in. The first pin after an idle spell pays it.
+    #[cold]
+    #[inline(never)]
+    fn relist(&self, participant: &Participant) {
+        // ORDERING: Relaxed: only the owner and fences under the registry lock write it; the
+        // summary bit below carries it.
+        participant.listed.store(true, Ordering::Relaxed);
+        let (word, bit) = summary_bit(participant.index);
+        // ORDERING: SeqCst RMW, then a SeqCst fence before any load of the guard: the
+        // store-buffer pair of a fence's bump, heavy fence and summary read (`Grace::scan`).
+        // Either that fence sees the bit (Release: and so this slot's epoch, through its
+        // Acquire swap) and scans us, or our loads after the fence see everything it
+        // unlinked before its bump.
+        if let Some(word) = self.relisted.get(word) {
+            word.fetch_or(bit, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
     }
 
     /// A pin made without the thread-local list (the thread is exiting): a participant of its
@@ -397,7 +453,7 @@ impl Grace {
     fn pin_orphan<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
         let participant = self.claim_participant();
         let slot = participant.free_slot();
-        enter(self, slot);
+        enter(self, &participant, slot);
         let mut cache = DomainCache {
             ways: [(0, 0); CACHE_WAYS],
         };
