@@ -168,26 +168,51 @@ pub(crate) fn backoff(step: &mut u32) {
 mod cell {
     use std::sync::Arc;
 
-    /// A group's active-domain cell (production: arc-swap).
-    pub(crate) struct DomainCell<T>(arc_swap::ArcSwap<T>);
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    /// A group's active-domain cell (production: arc-swap, which owns the value, plus the
+    /// value's address for readers).
+    ///
+    /// Readers never take arc-swap's own protection (its debt slot is two locked
+    /// instructions and a thread-local lookup, and dropping its guard may free the value on
+    /// the reader's thread): they hold a grace-period pin instead, and read the address that
+    /// `swap` stores after publishing, one `Acquire` load. That is also the shape of the loom
+    /// stand-in below, so the models check the reader's load as it ships.
+    pub(crate) struct DomainCell<T> {
+        owner: arc_swap::ArcSwap<T>,
+        ptr: AtomicPtr<T>,
+    }
 
     impl<T> DomainCell<T> {
         pub(crate) fn new(value: Arc<T>) -> Self {
-            DomainCell(arc_swap::ArcSwap::new(value))
+            let ptr = AtomicPtr::new(Arc::as_ptr(&value) as *mut T);
+            DomainCell {
+                owner: arc_swap::ArcSwap::new(value),
+                ptr,
+            }
         }
 
-        /// The current value's address. arc-swap protects the value while its load guard
-        /// lives; the caller needs it longer and must hold a grace-period pin (a
+        /// The current value's address. The caller must hold a grace-period pin (a
         /// `DmaGuard`'s slot) taken before this call: the control plane keeps a value it
         /// swapped out alive until every such pin is gone ([`crate::grace`]).
-        #[inline]
+        #[inline(always)]
         pub(crate) fn load_ptr(&self) -> *const T {
-            Arc::as_ptr(&self.0.load())
+            // ORDERING: Acquire pairs with the Release store in `swap`: the reader sees the
+            // new value fully built (populated before publish, G7).
+            self.ptr.load(Ordering::Acquire)
         }
 
-        /// One atomic publish; returns the value it replaced.
+        /// One atomic publish; returns the value it replaced. Publishes of one cell are
+        /// serialized by the caller (the object-table lock), so the address store follows
+        /// the swap in the same order for every publish.
         pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
-            self.0.swap(new)
+            let addr = Arc::as_ptr(&new) as *mut T;
+            let old = self.owner.swap(new);
+            // ORDERING: Release pairs with the Acquire load in `load_ptr` (and the group's
+            // generation store that follows is Release too, so a reader that sees the new
+            // generation loads this address or a newer one).
+            self.ptr.store(addr, Ordering::Release);
+            old
         }
     }
 }

@@ -47,6 +47,15 @@
 //! `VIOMMU_NO_MEMBARRIER=1` in the environment forces the symmetric protocol even where the
 //! asymmetric one was asked for (the tests run both).
 //!
+//! # The scan set
+//!
+//! A fence reads the slots of *listed* participants only ([`Grace::scan`]): one that went idle
+//! (no guard, no pin for `IDLE_EPOCHS` epochs) is delisted by a fence (its `listed` flag cleared,
+//! a heavy fence, its slots re-read), and its owner's next pin, which loads the flag after its
+//! own barrier, lists itself again through a bit in the relist summary ([`Grace::relist`]).
+//! So a fence costs what the threads that pin cost, not every thread that ever pinned.
+//! `docs/design.md` ("Fences scan the listed participants only") has the argument.
+//!
 //! # Retired memory and `safe`
 //!
 //! Memory that readers might still reach (a replaced-away domain, page-table nodes an unmap
@@ -62,7 +71,7 @@
 //!
 //! # Batched fences
 //!
-//! [`Grace::completion`] tags work done so far with a bump `T` and returns; many such
+//! [`Grace::ticket`] tags work done so far with a bump `T` and returns; many such
 //! completions are settled by one later wait ([`Grace::wait_for`]), which is how a front end
 //! completes a queue's worth of unmaps with one grace period.
 

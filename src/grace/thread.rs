@@ -191,6 +191,8 @@ impl Drop for Entry {
 
 /// The thread's entries, one per `Iommu` it has pinned. Boxed, so that [`HOT`] can point at
 /// one while the list grows.
+// Boxed on purpose: `HOT` points at an entry, which must not move when the list grows.
+#[allow(clippy::vec_box)]
 struct Entries(Vec<Box<Entry>>);
 
 impl Drop for Entries {
@@ -398,6 +400,7 @@ impl Grace {
     /// new one. Also drops entries of `Iommu`s that are gone (the caller then sets `HOT`).
     #[cold]
     #[inline(never)]
+    #[allow(clippy::vec_box)] // see `Entries`
     fn register<'e>(&self, entries: &'e mut Vec<Box<Entry>>) -> &'e mut Entry {
         // ORDERING: Relaxed: `alive` only decides when to forget a dead `Iommu`'s entry.
         entries.retain(|e| e.participant.alive.load(Ordering::Relaxed));
