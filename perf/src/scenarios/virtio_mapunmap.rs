@@ -109,10 +109,15 @@ where
             s.spawn(move || {
                 let t0 = Instant::now();
                 let mut n = 0u64;
-                // Relaxed: the flag only ends the loop; the join orders the count.
-                while !stop.load(Ordering::Relaxed) {
+                // At least one access, however late the thread is scheduled (on a loaded
+                // machine a short run can end before it starts). Relaxed: the flag only ends
+                // the loop; the join orders the count.
+                loop {
                     dma();
                     n += 1;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 (n, t0.elapsed().as_secs_f64())
             })
