@@ -81,6 +81,7 @@ pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
     translate::replace_faults_target(rs, &mut out);
     translate::translate_256_targets(rs, &mut out);
     translate::idle_two_readers_target(rs, max_readers, &mut out);
+    translate::epoch_target(rs, &mut out);
     pause::targets(rs, &mut out);
     populate::target(rs, &mut out);
     batch::target(rs, &mut out);

@@ -163,27 +163,33 @@ impl Scenario {
     /// The implementations this scenario compares, in report order: every one but those that
     /// cannot take part (unsync-radix has no writer) or would measure exactly what another row
     /// measures (detach + attach differs from viommu only in the switch; the 64-translation
-    /// guard only on the read side).
+    /// guard only on the read side). The crossbeam-epoch baseline is a read-side reference:
+    /// it runs in the translate rows only.
     pub fn kinds(self) -> Vec<Kind> {
         use Kind::*;
         let left_out: &[Kind] = match self {
             Scenario::Translate256 => &[DetachAttach, Iotlb, MutexRadix],
-            Scenario::MapUnmapBatch => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Unsync],
+            Scenario::MapUnmapBatch => {
+                &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Epoch, Unsync]
+            }
             Scenario::ReplacePopulate => &[
                 ViommuGuard,
                 DetachAttach,
                 RwLockBTree,
                 Iotlb,
                 MutexRadix,
+                Epoch,
                 Unsync,
             ],
-            Scenario::DmaPause => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix],
+            Scenario::DmaPause => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Epoch],
             Scenario::TranslateIdle | Scenario::TranslateMapUnmap => &[DetachAttach],
             Scenario::TranslateReplace => &[],
-            Scenario::Replace => &[Unsync],
-            Scenario::Unmap => &[DetachAttach, Unsync],
-            Scenario::MapUnmap4k | Scenario::MapUnmap2m => &[ViommuGuard, DetachAttach, Unsync],
-            Scenario::Memory => &[ViommuGuard, Unsync],
+            Scenario::Replace => &[Epoch, Unsync],
+            Scenario::Unmap => &[DetachAttach, Epoch, Unsync],
+            Scenario::MapUnmap4k | Scenario::MapUnmap2m => {
+                &[ViommuGuard, DetachAttach, Epoch, Unsync]
+            }
+            Scenario::Memory => &[ViommuGuard, Epoch, Unsync],
             Scenario::NestedTranslate
             | Scenario::NestedReplace
             | Scenario::IommuMemory
@@ -193,6 +199,7 @@ impl Scenario {
                 RwLockBTree,
                 Iotlb,
                 MutexRadix,
+                Epoch,
                 Unsync,
             ],
         };
@@ -418,6 +425,9 @@ pub struct CaseResult {
     pub wrong: u64,
     /// Heap allocations per translation made by the reader threads.
     pub allocs_per_op: f64,
+    /// Heap frees per translation made by the reader threads (retired memory freed on the
+    /// data path; the translate scenarios only).
+    pub frees_per_op: f64,
     /// Writer operations (replaces, or map + unmap pairs) in the measured window.
     pub writer_ops: u64,
     /// Writer operations per second.
@@ -473,6 +483,7 @@ impl CaseResult {
             faults: 0,
             wrong: 0,
             allocs_per_op: 0.0,
+            frees_per_op: 0.0,
             writer_ops: 0,
             writer_ops_per_s: 0.0,
             writer_errors: 0,
