@@ -36,6 +36,9 @@ pub struct Config {
     /// Measured time of each run of the 1 GiB scenarios (`dma-pause`, `replace-populate`),
     /// whose writer cycles take milliseconds each.
     pub long: Duration,
+    /// Measured time of each row of the scaling scenarios (`translate-devices`,
+    /// `fence-threads`), which have eight rows each.
+    pub scaled: Duration,
     /// Replace calls of the memory check.
     pub memory_replaces: u64,
     /// Map + unmap pairs of the memory check.
@@ -59,6 +62,7 @@ impl Config {
                 measure: Duration::from_millis(800),
                 control: Duration::from_millis(600),
                 long: Duration::from_secs(2),
+                scaled: Duration::from_millis(400),
                 memory_replaces: 100_000,
                 memory_maps: 20_000,
                 memory_cap: Duration::from_secs(3),
@@ -73,6 +77,7 @@ impl Config {
                 measure: Duration::from_secs(3),
                 control: Duration::from_secs(3),
                 long: Duration::from_secs(6),
+                scaled: Duration::from_secs(2),
                 memory_replaces: 1_000_000,
                 memory_maps: 200_000,
                 memory_cap: Duration::from_secs(120),

@@ -19,6 +19,7 @@
 //! | `nested.rs` | `nested-translate` and `nested-replace` |
 //! | `iommu_memory.rs` | `iommu-memory` |
 //! | `virtio.rs` | `virtio-iommu-mapunmap` |
+//! | `scaling.rs` | `translate-devices` and `fence-threads` |
 
 mod batch;
 mod iommu_memory;
@@ -27,6 +28,7 @@ mod meta;
 mod nested;
 mod pause;
 mod populate;
+mod scaling;
 mod table;
 mod translate;
 mod virtio;
@@ -88,6 +90,8 @@ pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
     nested::targets(rs, &mut out);
     iommu_memory::targets(rs, &mut out);
     virtio::target(rs, &mut out);
+    scaling::devices_target(rs, &mut out);
+    scaling::fence_targets(rs, &mut out);
     memory::target(rs, &mut out);
     out
 }
@@ -105,6 +109,7 @@ pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
     nested::sections(&mut s, rs);
     iommu_memory::section(&mut s, rs);
     virtio::section(&mut s, rs);
+    scaling::sections(&mut s, rs);
     writer_errors(&mut s, rs);
     target_list(&mut s, targets);
     s
