@@ -103,7 +103,7 @@ USAGE:
     cargo run --release -p viommu-perf -- [OPTIONS]
 
 OPTIONS:
-    --quick           short runs, about a minute on two cores (default)
+    --quick           short runs, about 1.5 minutes on two cores (default)
     --full            longer runs, 64Ki-page domains, a million replace cycles
     --scenario NAME   run only NAME (repeatable); see the list below
     --threads N       largest number of reader threads (default: available parallelism)
