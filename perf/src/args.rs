@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// About a minute on two cores: short runs, 100k replace cycles for the memory check.
+    /// About a minute and a half on two cores: short runs, 100k replace cycles for the memory check.
     Quick,
     /// Longer runs, bigger domains, a million replace cycles.
     Full,
