@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// About a minute on two cores: short runs, 100k replace cycles for the memory check.
+    /// About a minute and a half on two cores: short runs, 100k replace cycles for the memory check.
     Quick,
     /// Longer runs, bigger domains, a million replace cycles.
     Full,
@@ -36,6 +36,9 @@ pub struct Config {
     /// Measured time of each run of the 1 GiB scenarios (`dma-pause`, `replace-populate`),
     /// whose writer cycles take milliseconds each.
     pub long: Duration,
+    /// Measured time of each row of the scaling scenarios (`translate-devices`,
+    /// `fence-threads`), which have eight rows each.
+    pub scaled: Duration,
     /// Replace calls of the memory check.
     pub memory_replaces: u64,
     /// Map + unmap pairs of the memory check.
@@ -59,6 +62,7 @@ impl Config {
                 measure: Duration::from_millis(800),
                 control: Duration::from_millis(600),
                 long: Duration::from_secs(2),
+                scaled: Duration::from_millis(400),
                 memory_replaces: 100_000,
                 memory_maps: 20_000,
                 memory_cap: Duration::from_secs(3),
@@ -73,6 +77,7 @@ impl Config {
                 measure: Duration::from_secs(3),
                 control: Duration::from_secs(3),
                 long: Duration::from_secs(6),
+                scaled: Duration::from_secs(2),
                 memory_replaces: 1_000_000,
                 memory_maps: 200_000,
                 memory_cap: Duration::from_secs(120),
@@ -98,7 +103,7 @@ USAGE:
     cargo run --release -p viommu-perf -- [OPTIONS]
 
 OPTIONS:
-    --quick           short runs, about a minute on two cores (default)
+    --quick           short runs, about 1.5 minutes on two cores (default)
     --full            longer runs, 64Ki-page domains, a million replace cycles
     --scenario NAME   run only NAME (repeatable); see the list below
     --threads N       largest number of reader threads (default: available parallelism)

@@ -10,7 +10,7 @@
 //! with rust-vmm-style baselines of their own instead (`baselines::vm_iommu`,
 //! `baselines::ch_virtio`).
 //!
-//! `cargo run --release -p viommu-perf` runs the quick mode (about a minute on two cores),
+//! `cargo run --release -p viommu-perf` runs the quick mode (about a minute and a half on two cores),
 //! prints the tables and the project's ratio targets, and writes `results.json` and SVG plots
 //! under `target/perf/`. `--help` lists the options and scenarios; `docs/benchmarks.md` says
 //! what each scenario measures.

@@ -32,13 +32,14 @@ fn nines_label(x: &f64) -> String {
 }
 
 fn color(i: usize) -> RGBColor {
-    const C: [RGBColor; 7] = [
+    const C: [RGBColor; 8] = [
         RGBColor(0x1f, 0x77, 0xb4),
         RGBColor(0x17, 0xbe, 0xcf),
         RGBColor(0x9e, 0x4a, 0xd2),
         RGBColor(0xd6, 0x27, 0x28),
         RGBColor(0xff, 0x7f, 0x0e),
         RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0x8c, 0x56, 0x4b),
         RGBColor(0x55, 0x55, 0x55),
     ];
     C[i % C.len()]

@@ -13,6 +13,7 @@
 //! | `rwlock-btree` | read locks of an endpoint map and a domain map, `BTreeMap` lookup | write-lock the endpoint map, change the domain id |
 //! | `vm-memory-iotlb` | vm-memory's `Iotlb` behind an `RwLock`, misses filled from the domain | invalidate the whole IOTLB |
 //! | `mutex-radix` | `Mutex` around a plain radix walk | swap the active table under the mutex |
+//! | `crossbeam-epoch` | `crossbeam_epoch::pin()`, one Acquire load, plain radix walk | store the other domain's table pointer (map/unmap: copy-on-write, `defer_destroy`) |
 //! | `unsync-radix` | plain radix walk, plain loads, no guard | none: no writer is possible |
 //!
 //! Scenarios are generic over [`Translator`] (monomorphized by [`with_translator!`]), so no
@@ -20,6 +21,7 @@
 
 pub mod btree;
 pub mod ch_virtio;
+pub mod epoch_radix;
 pub mod iotlb;
 pub mod mutex_radix;
 // Shared with the criterion bench `nested` and `examples/hot_path.rs` (`#[path]` include).
@@ -198,19 +200,22 @@ pub enum Kind {
     Iotlb,
     /// A `Mutex` around the plain radix table.
     MutexRadix,
+    /// The plain radix table published through crossbeam-epoch (copy-on-write writers).
+    Epoch,
     /// The plain radix walk with no synchronization (no writer).
     Unsync,
 }
 
 impl Kind {
     /// Every implementation, in report order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Viommu,
         Kind::ViommuGuard,
         Kind::DetachAttach,
         Kind::RwLockBTree,
         Kind::Iotlb,
         Kind::MutexRadix,
+        Kind::Epoch,
         Kind::Unsync,
     ];
 
@@ -223,6 +228,7 @@ impl Kind {
             Kind::RwLockBTree => "rwlock-btree",
             Kind::Iotlb => "vm-memory-iotlb",
             Kind::MutexRadix => "mutex-radix",
+            Kind::Epoch => "crossbeam-epoch",
             Kind::Unsync => "unsync-radix",
         }
     }
@@ -238,7 +244,9 @@ impl Kind {
 macro_rules! with_translator {
     ($kind:expr, $layout:expr, |$t:ident| $body:expr) => {{
         use std::sync::Arc;
-        use $crate::baselines::{btree, iotlb, mutex_radix, unsync, viommu_api as vi, Kind};
+        use $crate::baselines::{
+            btree, epoch_radix, iotlb, mutex_radix, unsync, viommu_api as vi, Kind,
+        };
         let layout: &$crate::baselines::Layout = $layout;
         let kind: Kind = $kind;
         match kind {
@@ -257,6 +265,10 @@ macro_rules! with_translator {
             }
             Kind::MutexRadix => {
                 let $t = Arc::new(mutex_radix::MutexRadix::new(layout));
+                $body
+            }
+            Kind::Epoch => {
+                let $t = Arc::new(epoch_radix::EpochRadix::new(layout));
                 $body
             }
             Kind::Unsync => {

@@ -143,6 +143,38 @@ impl Drop for Radix {
     }
 }
 
+/// A deep copy of `table` and every table below it at `level`.
+///
+/// # Safety
+///
+/// `table` is live and nobody writes to it or its children during the copy.
+unsafe fn clone_table(table: *const Table, level: u32) -> *mut Table {
+    let copy = Table::alloc();
+    // SAFETY: the caller keeps `table` live and unwritten; `copy` is fresh and ours.
+    let (from, to) = unsafe { (&(*table).0, &mut (*copy).0) };
+    for (t, &e) in to.iter_mut().zip(from.iter()) {
+        *t = if level > 0 && e & (VALID | TABLE) == VALID | TABLE {
+            // SAFETY: a table entry holds the address of a live child of `table`.
+            let child = unsafe { clone_table((e & ADDR_MASK) as *const Table, level - 1) };
+            (child as u64) | (e & !ADDR_MASK)
+        } else {
+            e
+        };
+    }
+    copy
+}
+
+/// A deep copy: every table is duplicated (what a copy-on-write writer publishes).
+impl Clone for Radix {
+    fn clone(&self) -> Radix {
+        Radix {
+            // SAFETY: `&self` keeps the tables live and excludes every writer.
+            root: unsafe { clone_table(self.root, LEVELS - 1) },
+            tables: self.tables,
+        }
+    }
+}
+
 impl fmt::Debug for Radix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Radix")

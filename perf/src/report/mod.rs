@@ -19,6 +19,7 @@
 //! | `nested.rs` | `nested-translate` and `nested-replace` |
 //! | `iommu_memory.rs` | `iommu-memory` |
 //! | `virtio.rs` | `virtio-iommu-mapunmap` |
+//! | `scaling.rs` | `translate-devices` and `fence-threads` |
 
 mod batch;
 mod iommu_memory;
@@ -27,6 +28,7 @@ mod meta;
 mod nested;
 mod pause;
 mod populate;
+mod scaling;
 mod table;
 mod translate;
 mod virtio;
@@ -81,12 +83,15 @@ pub fn targets(rs: &[CaseResult], max_readers: usize) -> Vec<Target> {
     translate::replace_faults_target(rs, &mut out);
     translate::translate_256_targets(rs, &mut out);
     translate::idle_two_readers_target(rs, max_readers, &mut out);
+    translate::epoch_target(rs, &mut out);
     pause::targets(rs, &mut out);
     populate::target(rs, &mut out);
     batch::target(rs, &mut out);
     nested::targets(rs, &mut out);
     iommu_memory::targets(rs, &mut out);
     virtio::target(rs, &mut out);
+    scaling::devices_target(rs, &mut out);
+    scaling::fence_targets(rs, &mut out);
     memory::target(rs, &mut out);
     out
 }
@@ -104,6 +109,7 @@ pub fn render(meta: &Meta, rs: &[CaseResult], targets: &[Target]) -> String {
     nested::sections(&mut s, rs);
     iommu_memory::section(&mut s, rs);
     virtio::section(&mut s, rs);
+    scaling::sections(&mut s, rs);
     writer_errors(&mut s, rs);
     target_list(&mut s, targets);
     s

@@ -199,6 +199,7 @@ fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
         "faults",
         "wrong",
         "allocs/op",
+        "frees/op",
         "writer/s",
     ]);
     for r in &rows {
@@ -222,6 +223,7 @@ fn translate_table(rs: &[CaseResult], scenario: Scenario) -> Option<String> {
             r.faults.to_string(),
             r.wrong.to_string(),
             format!("{:.3}", r.allocs_per_op),
+            format!("{:.4}", r.frees_per_op),
             if r.writer_ops > 0 {
                 format!("{:.0}", r.writer_ops_per_s)
             } else {
@@ -252,4 +254,52 @@ pub(super) fn section(s: &mut String, meta: &Meta, rs: &[CaseResult]) {
          (includes ~{}ns of clock).  tail gain: rwlock-btree's p99.9 / this one's (blocks of 64).",
         meta.clock_pair_ns
     );
+}
+
+/// viommu's one-shot translate against the crossbeam-epoch baseline, in every translate row
+/// both ran (each scenario and reader count): one line with the worst ratio.
+pub(super) fn epoch_target(rs: &[CaseResult], out: &mut Vec<Target>) {
+    let goal = "viommu one-shot ahead of the crossbeam-epoch baseline in every translate row";
+    let mut worst: Option<(f64, String)> = None;
+    let mut rows = 0;
+    for scenario in [
+        Scenario::TranslateIdle,
+        Scenario::Translate256,
+        Scenario::TranslateReplace,
+        Scenario::TranslateMapUnmap,
+    ] {
+        for v in scenario
+            .results(rs)
+            .into_iter()
+            .filter(|r| r.baseline == Kind::Viommu.name())
+        {
+            let Some(e) = find(rs, scenario, Kind::Epoch, v.readers) else {
+                continue;
+            };
+            rows += 1;
+            let x = v.mops / e.mops;
+            if worst.as_ref().is_none_or(|(w, _)| x < *w) {
+                let at = format!(
+                    "{} readers={}: {:.1} vs {:.1} Mops/s",
+                    scenario.name(),
+                    v.readers,
+                    v.mops,
+                    e.mops
+                );
+                worst = Some((x, at));
+            }
+        }
+    }
+    out.push(match worst {
+        Some((x, at)) => Target {
+            goal,
+            measured: format!("worst of {rows} rows: {x:.2}x ({at})"),
+            pass: Some(x > 1.0),
+        },
+        None => Target {
+            goal,
+            measured: "not measured (needs a translate-* scenario)".into(),
+            pass: None,
+        },
+    });
 }

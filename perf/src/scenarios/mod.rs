@@ -7,6 +7,8 @@
 
 pub mod batch;
 pub mod control;
+pub mod devices;
+pub mod fence_threads;
 pub mod iommu_memory;
 pub mod memory;
 pub mod nested;
@@ -69,11 +71,17 @@ pub enum Scenario {
     /// MAP+UNMAP pairs through `VirtioIommu::process_batch` against a cloud-hypervisor-style
     /// device, with and without a DMA thread.
     VirtioIommuMapUnmap,
+    /// One reader translating round-robin over 1..1024 devices, idle and under a replace
+    /// storm on one of them.
+    TranslateDevices,
+    /// `synchronize` latency and 4 KiB map + unmap pairs/s with 1..1024 registered threads,
+    /// idle and with 2 of them pinning in a loop.
+    FenceThreads,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::TranslateIdle,
         Scenario::Translate256,
         Scenario::TranslateReplace,
@@ -90,6 +98,8 @@ impl Scenario {
         Scenario::NestedReplace,
         Scenario::IommuMemory,
         Scenario::VirtioIommuMapUnmap,
+        Scenario::TranslateDevices,
+        Scenario::FenceThreads,
     ];
 
     /// The name used by `--scenario` and in the report.
@@ -111,6 +121,8 @@ impl Scenario {
             Scenario::NestedReplace => "nested-replace",
             Scenario::IommuMemory => "iommu-memory",
             Scenario::VirtioIommuMapUnmap => "virtio-iommu-mapunmap",
+            Scenario::TranslateDevices => "translate-devices",
+            Scenario::FenceThreads => "fence-threads",
         }
     }
 
@@ -157,42 +169,57 @@ impl Scenario {
             Scenario::VirtioIommuMapUnmap => {
                 "virtio-iommu MAP+UNMAP pairs, passes of 32: VirtioIommu vs cloud-hypervisor style"
             }
+            Scenario::TranslateDevices => {
+                "1 reader, one-shot translate round-robin over 1/8/64/1024 devices, idle / replace storm"
+            }
+            Scenario::FenceThreads => {
+                "synchronize latency, 4K map+unmap pairs/s with 1/16/256/1024 registered threads"
+            }
         }
     }
 
     /// The implementations this scenario compares, in report order: every one but those that
     /// cannot take part (unsync-radix has no writer) or would measure exactly what another row
     /// measures (detach + attach differs from viommu only in the switch; the 64-translation
-    /// guard only on the read side).
+    /// guard only on the read side). The crossbeam-epoch baseline is a read-side reference:
+    /// it runs in the translate rows only.
     pub fn kinds(self) -> Vec<Kind> {
         use Kind::*;
         let left_out: &[Kind] = match self {
             Scenario::Translate256 => &[DetachAttach, Iotlb, MutexRadix],
-            Scenario::MapUnmapBatch => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Unsync],
+            Scenario::MapUnmapBatch => {
+                &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Epoch, Unsync]
+            }
             Scenario::ReplacePopulate => &[
                 ViommuGuard,
                 DetachAttach,
                 RwLockBTree,
                 Iotlb,
                 MutexRadix,
+                Epoch,
                 Unsync,
             ],
-            Scenario::DmaPause => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix],
+            Scenario::DmaPause => &[ViommuGuard, DetachAttach, Iotlb, MutexRadix, Epoch],
             Scenario::TranslateIdle | Scenario::TranslateMapUnmap => &[DetachAttach],
             Scenario::TranslateReplace => &[],
-            Scenario::Replace => &[Unsync],
-            Scenario::Unmap => &[DetachAttach, Unsync],
-            Scenario::MapUnmap4k | Scenario::MapUnmap2m => &[ViommuGuard, DetachAttach, Unsync],
-            Scenario::Memory => &[ViommuGuard, Unsync],
+            Scenario::Replace => &[Epoch, Unsync],
+            Scenario::Unmap => &[DetachAttach, Epoch, Unsync],
+            Scenario::MapUnmap4k | Scenario::MapUnmap2m => {
+                &[ViommuGuard, DetachAttach, Epoch, Unsync]
+            }
+            Scenario::Memory => &[ViommuGuard, Epoch, Unsync],
             Scenario::NestedTranslate
             | Scenario::NestedReplace
             | Scenario::IommuMemory
-            | Scenario::VirtioIommuMapUnmap => &[
+            | Scenario::VirtioIommuMapUnmap
+            | Scenario::TranslateDevices
+            | Scenario::FenceThreads => &[
                 ViommuGuard,
                 DetachAttach,
                 RwLockBTree,
                 Iotlb,
                 MutexRadix,
+                Epoch,
                 Unsync,
             ],
         };
@@ -229,6 +256,12 @@ impl Scenario {
                     ]
                     .map(|v| (kind, v)),
                 ),
+                (Scenario::TranslateDevices, Kind::Viommu) => {
+                    rows.extend([Variant::Plain, Variant::ReplaceStorm].map(|v| (kind, v)))
+                }
+                (Scenario::FenceThreads, Kind::Viommu) => {
+                    rows.extend([Variant::Plain, Variant::Pinning].map(|v| (kind, v)))
+                }
                 _ => rows.push((kind, Variant::Plain)),
             }
         }
@@ -259,6 +292,10 @@ pub enum Variant {
     NestPasidIdle,
     /// `nested-replace` at a PASID, a PASID replace every 10 µs.
     NestPasidStorm,
+    /// `translate-devices` with a replace every 10 µs on one of the devices.
+    ReplaceStorm,
+    /// `fence-threads` with 2 of the registered threads pinning and translating in a loop.
+    Pinning,
 }
 
 impl Variant {
@@ -274,6 +311,8 @@ impl Variant {
             (Kind::Viommu, Variant::NestRidStorm) => "rid-storm",
             (Kind::Viommu, Variant::NestPasidIdle) => "pasid-idle",
             (Kind::Viommu, Variant::NestPasidStorm) => "pasid-storm",
+            (Kind::Viommu, Variant::ReplaceStorm) => "viommu-replace-storm",
+            (Kind::Viommu, Variant::Pinning) => "viommu-2-pinning",
             _ => kind.name(),
         }
     }
@@ -418,6 +457,9 @@ pub struct CaseResult {
     pub wrong: u64,
     /// Heap allocations per translation made by the reader threads.
     pub allocs_per_op: f64,
+    /// Heap frees per translation made by the reader threads (retired memory freed on the
+    /// data path; the translate scenarios only).
+    pub frees_per_op: f64,
     /// Writer operations (replaces, or map + unmap pairs) in the measured window.
     pub writer_ops: u64,
     /// Writer operations per second.
@@ -436,6 +478,10 @@ pub struct CaseResult {
     pub dma: Option<DmaThread>,
     /// Precise per-translation figures of a `nested-translate` row.
     pub per_op: Option<PerOp>,
+    /// Devices the reader serves (`translate-devices`; 0 elsewhere).
+    pub devices: usize,
+    /// Threads registered with the context (`fence-threads`; 0 elsewhere).
+    pub registered_threads: usize,
     /// Remarks (reused measurement, missing writer, capped cycles).
     pub note: Option<String>,
 }
@@ -473,6 +519,7 @@ impl CaseResult {
             faults: 0,
             wrong: 0,
             allocs_per_op: 0.0,
+            frees_per_op: 0.0,
             writer_ops: 0,
             writer_ops_per_s: 0.0,
             writer_errors: 0,
@@ -481,6 +528,8 @@ impl CaseResult {
             memory: None,
             dma: None,
             per_op: None,
+            devices: 0,
+            registered_threads: 0,
             note: None,
         }
     }
@@ -490,6 +539,15 @@ impl CaseResult {
         let mut s = format!("{:<19} {:<16}", self.scenario, self.baseline);
         if self.readers > 0 {
             s += &format!(" readers={}", self.readers);
+        }
+        if self.devices > 0 {
+            s += &format!(" devices={}", self.devices);
+        }
+        if self.registered_threads > 0 {
+            s += &format!(" registered={}", self.registered_threads);
+        }
+        if let Some(d) = self.latency.get("synchronize") {
+            s += &format!("  synchronize p50 {} p99 {}", fmt_ns(d.p50), fmt_ns(d.p99));
         }
         if self.reader_ops > 0 {
             s += &format!(" {:8.1} Mops/s", self.mops);
@@ -580,6 +638,10 @@ pub fn plan(cfg: &Config) -> Vec<Case> {
                 .collect(),
             // No DMA thread, then one.
             Scenario::VirtioIommuMapUnmap => vec![0, 1],
+            // Devices (one reader), and registered threads: the case's `readers` carries the
+            // count, the result keeps it in `devices` / `registered_threads`.
+            Scenario::TranslateDevices => devices::COUNTS.to_vec(),
+            Scenario::FenceThreads => fence_threads::COUNTS.to_vec(),
             Scenario::MapUnmap4k
             | Scenario::MapUnmap2m
             | Scenario::ReplacePopulate
@@ -700,6 +762,8 @@ fn run_case(cfg: &Config, layout: &Layout, case: &Case) -> CaseResult {
         Scenario::DmaPause => pause::run(cfg, case),
         Scenario::ReplacePopulate => populate::run(cfg, case),
         Scenario::NestedReplace => nested::run_replace(cfg, case),
+        Scenario::TranslateDevices => devices::run(cfg, layout, case),
+        Scenario::FenceThreads => fence_threads::run(cfg, case),
         Scenario::NestedTranslate | Scenario::IommuMemory | Scenario::VirtioIommuMapUnmap => {
             unreachable!("these scenarios give several results a case")
         }

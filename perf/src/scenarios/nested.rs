@@ -36,7 +36,7 @@
 
 use super::readers::{fold_readers, ReaderOut};
 use super::{Case, CaseResult, PerOp, Storm, Variant, STORM_PERIOD};
-use crate::alloc::thread_allocs;
+use crate::alloc::{thread_allocs, thread_frees};
 use crate::args::{Config, Mode};
 use crate::baselines::nested_world::{
     sweep_iova, target_of, Nest, NestWorld, DATA_IPA, PASID, REQ, WARM_IOVA,
@@ -422,6 +422,7 @@ fn reader(w: &ReplaceWorld, seed: u64, warm_until: Instant, until: Instant) -> R
         faults: 0,
         wrong: 0,
         allocs: 0,
+        frees: 0,
         elapsed: Duration::ZERO,
         block: new_hist(),
         single: new_hist(),
@@ -441,6 +442,7 @@ fn reader(w: &ReplaceWorld, seed: u64, warm_until: Instant, until: Instant) -> R
         black_box(&out);
     }
     let allocs = thread_allocs();
+    let frees = thread_frees();
     let start = Instant::now();
     let mut now = start;
     while now < until {
@@ -467,6 +469,7 @@ fn reader(w: &ReplaceWorld, seed: u64, warm_until: Instant, until: Instant) -> R
         o.ops += BLOCK as u64 + 1;
     }
     o.allocs = thread_allocs() - allocs;
+    o.frees = thread_frees() - frees;
     o.elapsed = now - start;
     o
 }

@@ -18,7 +18,7 @@
 //! operation it makes in the measured window.
 
 use super::{Case, CaseResult, Storm, STORM_PERIOD};
-use crate::alloc::thread_allocs;
+use crate::alloc::{thread_allocs, thread_frees};
 use crate::args::Config;
 use crate::baselines::{Layout, Translator, PAGE, REQ_LEN, SCRATCH_IOVA, SCRATCH_TARGET};
 use crate::stats::{nanos, new_hist, record, Dist, Pacer, Rng};
@@ -43,6 +43,7 @@ pub(super) struct ReaderOut {
     pub(super) faults: u64,
     pub(super) wrong: u64,
     pub(super) allocs: u64,
+    pub(super) frees: u64,
     pub(super) elapsed: Duration,
     pub(super) block: Histogram<u64>,
     pub(super) single: Histogram<u64>,
@@ -50,20 +51,22 @@ pub(super) struct ReaderOut {
 
 /// Adds the readers' counts to `res` (throughput from the timed blocks and from the wall
 /// time, faults, wrong targets, allocations per translation, the writer's rate from
-/// `writer_ops`) and returns their merged histograms: (blocks of 64, single translations).
+/// `writer_ops`, frees per translation: a reclamation scheme that frees retired memory on the
+/// reader threads shows here) and returns their merged histograms: (blocks of 64, single translations).
 pub(super) fn fold_readers(
     res: &mut CaseResult,
     outs: &[ReaderOut],
     writer_ops: u64,
 ) -> (Histogram<u64>, Histogram<u64>) {
     let (mut block, mut single) = (new_hist(), new_hist());
-    let mut allocs = 0;
+    let (mut allocs, mut frees) = (0, 0);
     let mut wall = 0.0f64;
     for o in outs {
         res.reader_ops += o.ops;
         res.faults += o.faults;
         res.wrong += o.wrong;
         allocs += o.allocs;
+        frees += o.frees;
         if o.block_ns > 0 {
             res.mops += o.block_ops as f64 / o.block_ns as f64 * 1e3;
         }
@@ -77,6 +80,7 @@ pub(super) fn fold_readers(
         res.writer_ops_per_s = writer_ops as f64 / wall;
     }
     res.allocs_per_op = allocs as f64 / res.reader_ops.max(1) as f64;
+    res.frees_per_op = frees as f64 / res.reader_ops.max(1) as f64;
     res.writer_ops = writer_ops;
     (block, single)
 }
@@ -128,6 +132,7 @@ fn reader<T: Translator>(
     }
 
     let allocs_before = thread_allocs();
+    let frees_before = thread_frees();
     let start = Instant::now();
     let mut now = start;
     while now < until {
@@ -160,6 +165,7 @@ fn reader<T: Translator>(
         faults,
         wrong,
         allocs: thread_allocs() - allocs_before,
+        frees: thread_frees() - frees_before,
         elapsed: now - start,
         block,
         single,
