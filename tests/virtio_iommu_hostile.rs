@@ -407,10 +407,11 @@ fn writable_descriptors_are_bounded_per_chain() {
     let start = reset_peak();
     let served = v.process_queue(&mut q, &ram).unwrap();
     let peak = peak_since(start);
+    eprintln!("one pass of {SIZE} chains of 65 535 descriptors held at most {peak} bytes");
     assert_eq!(served, usize::from(SIZE));
     assert_eq!(used_idx(&ram, USED_GPA), SIZE);
     assert!(
-        peak < 256 << 10,
+        peak < 64 << 10,
         "one pass of {SIZE} chains held {peak} bytes of host memory"
     );
 }
