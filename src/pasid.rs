@@ -18,10 +18,17 @@
 //! `device_detach_pasid` of one device (a store of null, then a fence) blocks that device only,
 //! while the group's other devices keep translating through the cell.
 //!
-//! Nodes are created by the control plane (serialized by the object-table lock) and freed only
-//! when the table is dropped, with its device handle: no reader can reach them then. A cell a
-//! table ever pointed to is kept alive by the table itself ([`PasidTable::set`]), so a reader
-//! that loaded a pointer under its pin can always dereference it. The per-thread snapshot
+//! Nodes are created by the control plane (serialized by the object-table lock). A cell an
+//! entry points to is kept alive by the table itself ([`PasidTable::set`]), so a reader that
+//! loaded a pointer under its pin can always dereference it. Clearing an entry unlinks what
+//! only it needed: the table's reference to the cell and, when no entry of its leaf is left,
+//! the leaf (its top slot stored null first). Both come back as [`PasidGarbage`], which the
+//! detach retires (`Garbage::Pasid`) and frees after the grace period of its fence, as it
+//! does for a swapped-out domain: a reader pinned before the unlink may still be using them,
+//! one pinned after it finds null. The group's cell for a PASID goes the same way when its
+//! last device detaches. So a device's PASID state is what it has attached now: after any
+//! number of attach/detach cycles, `synchronize` frees the rest (G9). The lookup is unchanged
+//! by any of it: two `Acquire` loads. The per-thread snapshot
 //! cache is shared with the RID: a way is validated by the cell's generation, which is unique
 //! per publish across every cell of the `Iommu`, so a way never serves a domain for a
 //! (group, PASID) it was not filled from.
@@ -47,15 +54,45 @@ struct Leaf {
     cells: [AtomicPtr<ActiveCell>; LEAF],
 }
 
+/// PASID state an unlink left unreachable for new readers: cell references and emptied leaves,
+/// freed when this is dropped (by the retired list, after a grace period).
+// The payloads are never read: they are held for their `Drop`.
+#[allow(dead_code)]
+#[derive(Default)]
+pub(crate) struct PasidGarbage {
+    cells: Vec<Arc<ActiveCell>>,
+    leaves: Vec<Box<Leaf>>,
+}
+
+impl PasidGarbage {
+    /// Adds a cell reference the control plane dropped (a group's cell for a PASID).
+    pub(crate) fn push_cell(&mut self, cell: Arc<ActiveCell>) {
+        self.cells.push(cell);
+    }
+
+    /// Moves `other`'s entries into this one.
+    pub(crate) fn append(&mut self, mut other: PasidGarbage) {
+        self.cells.append(&mut other.cells);
+        self.leaves.append(&mut other.leaves);
+    }
+
+    /// True if there is nothing to retire.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.leaves.is_empty()
+    }
+}
+
 /// A device's PASID → cell table.
 pub(crate) struct PasidTable {
     /// PASIDs below this are in range (`0` for a device without PASIDs; PASID 0 is never
     /// looked up here).
     limit: u32,
     top: Box<[AtomicPtr<Leaf>]>,
-    /// Every cell an entry ever pointed to, by PASID: what keeps a cell a reader may have
-    /// loaded alive (a device's cell for a PASID is always its group's one cell for it). A
-    /// `BTreeMap`, not a `HashMap`: its drop order (of loom `Arc`s) must be deterministic.
+    /// The cell of every entry that is set, by PASID: what keeps a cell a reader may have
+    /// loaded alive (a device's cell for a PASID is always its group's one cell for it); a
+    /// cleared entry's reference goes to the retired list. Also the count of a leaf's set
+    /// entries (a range of keys). A `BTreeMap`, not a `HashMap`: its drop order (of loom
+    /// `Arc`s) must be deterministic, and it answers range queries.
     keep: Mutex<BTreeMap<u32, Arc<ActiveCell>>>,
 }
 
@@ -91,29 +128,54 @@ impl PasidTable {
         // ORDERING: Acquire pairs with the Release store that linked the leaf in `set`: a
         // reader that finds the leaf sees its null-initialized entries.
         let leaf = slot.load(Ordering::Acquire);
-        // SAFETY: null or a leaf from `Box::into_raw` in `set`, freed only by `Drop` (`&self`
-        // is alive).
+        // SAFETY: null or a leaf from `Box::into_raw` in `set`, freed by `Drop` (`&self` is
+        // alive) or, once `set` unlinked it, by the retired list after the grace period of the
+        // pin this lookup runs under.
         let leaf = unsafe { leaf.as_ref() }?;
         // ORDERING: Acquire pairs with the Release store of the entry in `set`: a reader that
         // finds the cell sees it constructed and the domain published into it before the
         // entry was stored.
         let cell = leaf.cells[pasid as usize & (LEAF - 1)].load(Ordering::Acquire);
-        // SAFETY: null or a cell whose `Arc` `keep` holds for as long as the table lives.
+        // SAFETY: null or a cell whose `Arc` `keep` holds while the entry is set and the retired
+        // list holds after `set` cleared it, until the grace period of this pin is over.
         unsafe { cell.as_ref() }
     }
 
     /// Points PASID `pasid` (in range) at `cell`, or at nothing. Control plane only, serialized
     /// by the object-table lock; a `Some` is stored after the cell's domain was published, a
-    /// `None` before the caller's fence.
-    pub(crate) fn set(&self, pasid: u32, cell: Option<&Arc<ActiveCell>>) {
+    /// `None` before the caller's fence. Clearing returns what it unlinked (the table's
+    /// reference to the cell, the leaf if no entry of it is left), which the caller retires
+    /// before that fence.
+    pub(crate) fn set(&self, pasid: u32, cell: Option<&Arc<ActiveCell>>) -> PasidGarbage {
         debug_assert!(self.in_range(pasid));
-        let slot = &self.top[(pasid >> LEAF_BITS) as usize];
+        let mut garbage = PasidGarbage::default();
+        let index = (pasid >> LEAF_BITS) as usize;
+        let slot = &self.top[index];
+        let mut keep = lock(&self.keep);
         // ORDERING: Relaxed: only the control plane (serialized) stores leaves.
         let mut leaf = slot.load(Ordering::Relaxed);
-        if leaf.is_null() {
-            if cell.is_none() {
-                return;
+        let Some(cell) = cell else {
+            if leaf.is_null() {
+                return garbage;
             }
+            // SAFETY: a leaf linked earlier; only this (serialized) path unlinks it.
+            let entry = unsafe { &(*leaf).cells[pasid as usize & (LEAF - 1)] };
+            // ORDERING: Relaxed: a null store publishes nothing; the caller's fence orders it
+            // before every later guard, and what it unlinks is freed only after that fence.
+            entry.store(null_mut(), Ordering::Relaxed);
+            garbage.cells.extend(keep.remove(&pasid));
+            let first = (index as u32) << LEAF_BITS;
+            let last = first | (LEAF as u32 - 1);
+            if keep.range(first..=last).next().is_none() {
+                // ORDERING: Relaxed, as the entry's null store above.
+                slot.store(null_mut(), Ordering::Relaxed);
+                // SAFETY: from `Box::into_raw` below, unlinked just now (no new reader can
+                // find it); the retired list frees it after the caller's grace period.
+                garbage.leaves.push(unsafe { Box::from_raw(leaf) });
+            }
+            return garbage;
+        };
+        if leaf.is_null() {
             leaf = Box::into_raw(Box::new(Leaf {
                 cells: std::array::from_fn(|_| AtomicPtr::new(null_mut())),
             }));
@@ -121,19 +183,15 @@ impl PasidTable {
             // entries are initialized before it can be found.
             slot.store(leaf, Ordering::Release);
         }
-        let ptr = match cell {
-            Some(c) => {
-                lock(&self.keep).entry(pasid).or_insert_with(|| c.clone());
-                Arc::as_ptr(c) as *mut ActiveCell
-            }
-            None => null_mut(),
-        };
-        // SAFETY: a leaf linked above or earlier, freed only by `Drop`.
+        keep.entry(pasid).or_insert_with(|| cell.clone());
+        // SAFETY: a leaf linked above or earlier, freed only by `Drop` or by a clear (this
+        // serialized path, which a set cannot race).
         let leaf = unsafe { &*leaf };
         // ORDERING: Release pairs with the Acquire entry load in `lookup`: the cell and the
-        // domain published into it are visible to a reader that finds the pointer. (A null
-        // store needs no ordering of its own; the caller's fence orders it for later guards.)
-        leaf.cells[pasid as usize & (LEAF - 1)].store(ptr, Ordering::Release);
+        // domain published into it are visible to a reader that finds the pointer.
+        leaf.cells[pasid as usize & (LEAF - 1)]
+            .store(Arc::as_ptr(cell) as *mut ActiveCell, Ordering::Release);
+        garbage
     }
 }
 
@@ -143,7 +201,8 @@ impl Drop for PasidTable {
             // `&mut self`: no reader is left.
             let leaf = ptr_mut(slot);
             if !leaf.is_null() {
-                // SAFETY: from `Box::into_raw` in `set`, linked once, freed once here.
+                // SAFETY: from `Box::into_raw` in `set`, still linked (a cleared leaf's slot is
+                // null), freed once here.
                 drop(unsafe { Box::from_raw(leaf) });
             }
         }

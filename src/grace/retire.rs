@@ -14,4 +14,6 @@ pub(crate) enum Garbage {
     Domain(Arc<Domain>),
     /// Page-table nodes an unmap emptied and unlinked.
     Tables(RetiredTables),
+    /// PASID cells and table leaves a detach unlinked.
+    Pasid(crate::pasid::PasidGarbage),
 }

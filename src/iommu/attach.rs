@@ -80,8 +80,15 @@ impl Iommu {
 
     /// Records that `dev` is attached at `pasid` to `hwpt` (or detached, `None`) and tells its
     /// data plane: the RID's `attached` flag, or the device's PASID table entry (pointing at
-    /// the group's cell for the PASID, which an attach published first).
-    fn mark_attached(objects: &mut Objects, dev: ObjId, pasid: u32, hwpt: Option<ObjId>) {
+    /// the group's cell for the PASID, which an attach published first). What clearing an
+    /// entry unlinks goes to `released`, for retirement before the caller's fence.
+    fn mark_attached(
+        objects: &mut Objects,
+        dev: ObjId,
+        pasid: u32,
+        hwpt: Option<ObjId>,
+        released: &mut Released,
+    ) {
         let device = objects.device(dev).expect("looked up by the caller");
         let cell = match (pasid, hwpt) {
             (0, _) | (_, None) => None,
@@ -103,7 +110,9 @@ impl Iommu {
                 Some(h) => device.pasids.insert(pasid, h),
                 None => device.pasids.remove(&pasid),
             };
-            device.shared.pasids.set(pasid, cell.as_ref());
+            released
+                .pasid
+                .append(device.shared.pasids.set(pasid, cell.as_ref()));
         }
     }
 
@@ -345,7 +354,7 @@ impl Iommu {
             self.publish(objects, gid, pasid, Some(hwpt), domain, released);
         }
         // After the publish: a reader that sees the device attached sees the domain.
-        Self::mark_attached(objects, dev, pasid, Some(hwpt));
+        Self::mark_attached(objects, dev, pasid, Some(hwpt), released);
         Ok(Step::Done(hwpt))
     }
 
@@ -463,7 +472,7 @@ impl Iommu {
         for m in &members {
             // The data plane is already on the new domain through the cell; this only
             // records the HWPT (a PASID entry keeps pointing at the same cell).
-            Self::mark_attached(objects, m.dev, pasid, Some(new));
+            Self::mark_attached(objects, m.dev, pasid, Some(new), released);
         }
         let n = members.len();
         objects.hwpt_mut(new).users += n;
@@ -508,8 +517,11 @@ impl Iommu {
         for domain in released.domains {
             grace.retire(Garbage::Domain(domain));
         }
-        // The fence: after the attached flag was cleared and the domains retired, so it
-        // covers both.
+        if !released.pasid.is_empty() {
+            grace.retire(Garbage::Pasid(released.pasid));
+        }
+        // The fence: after the attached flag was cleared (or the PASID entry, and what it
+        // alone kept, unlinked) and the domains retired, so it covers all of them.
         grace.synchronize();
         grace.collect();
         Ok(())
@@ -531,7 +543,7 @@ impl Iommu {
         let mut state = lock(&ioas.state);
         // The flag down or the entry cleared; the fence that `detach` waits for after this
         // call makes every later guard see it.
-        Self::mark_attached(objects, dev, pasid, None);
+        Self::mark_attached(objects, dev, pasid, None, released);
         state.remove_device(dev, pasid);
         let still_attached = objects.groups[&gid].devices.iter().any(|m| {
             objects
@@ -541,6 +553,13 @@ impl Iommu {
         if !still_attached {
             let blocked = self.shared.blocked.clone();
             self.publish(objects, gid, pasid, None, blocked, released);
+            if pasid != 0 {
+                // No device of the group can reach the PASID's cell any more (every entry
+                // for it is cleared): it goes with the fence, a later attach makes a new one.
+                if let Some(p) = objects.group_mut(gid).pasids.remove(&pasid) {
+                    released.pasid.push_cell(p.cell);
+                }
+            }
         }
         let left = objects.hwpt_mut(hwpt);
         left.users -= 1;

@@ -139,6 +139,9 @@ impl Iommu {
         for domain in released.domains {
             grace.retire(Garbage::Domain(domain));
         }
+        if !released.pasid.is_empty() {
+            grace.retire(Garbage::Pasid(released.pasid));
+        }
         grace.maintain();
     }
 

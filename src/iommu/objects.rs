@@ -9,6 +9,7 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas, IoasState};
+use crate::pasid::PasidGarbage;
 use crate::sync::{lock, Arc, MutexGuard};
 use crate::types::{GroupId, ObjId, ObjKind};
 use std::collections::{BTreeMap, HashMap};
@@ -127,9 +128,9 @@ pub(super) struct GroupCtl {
     pub(super) devices: Vec<ObjId>,
     /// The HWPT the group is attached to; `None`: the blocked domain.
     pub(super) hwpt: Option<ObjId>,
-    /// The cell of every PASID a device of the group ever attached; kept (blocked, `hwpt`
-    /// `None`) when the last device detaches, so a re-attach reuses it. Ordered, so that the
-    /// cells drop in the same order every time (loom replays executions).
+    /// The cell of every PASID a device of the group has attached; when the last device
+    /// detaches, the cell is published blocked and retired (a later attach makes a new one).
+    /// Ordered, so that the cells drop in the same order every time (loom replays executions).
     pub(super) pasids: BTreeMap<u32, PasidCtl>,
 }
 
@@ -159,10 +160,13 @@ pub(super) enum Dest {
     NewAuto(Arc<Ioas>),
 }
 
-/// Domains a call released, retired after its locks ([`super::Iommu::finish`]).
+/// Domains (and PASID state) a call released, retired after its locks
+/// ([`super::Iommu::finish`]).
 #[derive(Default)]
 pub(super) struct Released {
     pub(super) domains: Vec<Arc<Domain>>,
+    /// PASID cells and table leaves a detach unlinked.
+    pub(super) pasid: PasidGarbage,
 }
 
 impl Objects {

@@ -63,5 +63,5 @@ pub use event::{
     FAULT_R_UNKNOWN, FAULT_SIZE,
 };
 #[cfg(feature = "virtio-iommu-queue")]
-pub use queue::{QueueError, MAX_READABLE};
+pub use queue::{QueueError, MAX_DESCRIPTORS, MAX_READABLE};
 pub use wire::Status;
