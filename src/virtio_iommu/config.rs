@@ -64,6 +64,8 @@ pub struct Config {
 }
 
 impl Default for Config {
+    // A list of ranges that holds one range by default.
+    #[allow(clippy::single_range_in_vec_init)]
     fn default() -> Self {
         Config {
             page_size_mask: !(PAGE_SIZE - 1),
