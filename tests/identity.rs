@@ -18,7 +18,9 @@ fn alloc_errors_and_ranges() {
         .unwrap();
     let ioas = iommu.ioas_alloc().unwrap();
     let before = iommu.stats();
-    for bad in [&[][..], &[5..5][..], &[0..0x1000, 9..3][..]] {
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = [0..0x1000, 9..3];
+    for bad in [&[][..], &[5..5][..], &reversed[..]] {
         let e = iommu.hwpt_alloc_identity(dev, bad).unwrap_err();
         assert!(matches!(e, Error::EmptyIdentityRange { .. }), "{e:?}");
         assert_eq!(e.errno(), errno::EINVAL);
