@@ -1,7 +1,9 @@
 //! The data plane under a profiler: `N` iterations of one hot operation on one device whose
 //! user HWPT maps 256 pages (the criterion benches' set-up). Modes: `pin` (pin + drop),
 //! `pin_pasid` (the same at PASID 5), `guard` (translate through one held guard), `oneshot`
-//! (`Device::translate`); `radix` and `mutex_radix` are the references (the suite's plain
+//! (`Device::translate`), `guard_chunk` and `oneshot_chunk` (the same with `translate_chunk`);
+//! `identity_guard_chunk` and `identity_oneshot_chunk` are the last two on a second device
+//! attached to an identity HWPT (guest RAM below and above 4 GiB and an MMIO window); `radix` and `mutex_radix` are the references (the suite's plain
 //! radix walk of the same pages, bare and under a `Mutex`).
 //!
 //! Nested modes (the set-up of `viommu-perf`'s `nested-translate`, VT-d first stage over a
@@ -41,6 +43,10 @@ fn main() -> Result<(), viommu::Error> {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    if mode.starts_with("identity_") {
+        println!("{}", identity(&mode, n)?);
+        return Ok(());
+    }
     if mode.starts_with("paging_same") || mode.starts_with("nested_") {
         println!("{}", nested(&mode, n));
         return Ok(());
@@ -128,11 +134,49 @@ fn main() -> Result<(), viommu::Error> {
             }
         }
         other => eprintln!(
-            "hot_path: unknown mode {other:?} (pin, pin_pasid, guard, oneshot, radix, mutex_radix)"
+            "hot_path: unknown mode {other:?} (pin, pin_pasid, guard, oneshot, guard_chunk, \
+             oneshot_chunk, identity_guard_chunk, identity_oneshot_chunk, radix, mutex_radix)"
         ),
     }
     println!("{acc}");
     Ok(())
+}
+
+/// The identity modes (a function of their own, so that `main`'s code, and the paging
+/// modes' counts, do not change with them); returns the XOR of the targets.
+fn identity(mode: &str, n: u64) -> Result<u64, viommu::Error> {
+    let iommu = Iommu::new();
+    let (dev_id, dev) = iommu.device_bind(GroupId(1), DeviceInfo::default())?;
+    let identity = iommu.hwpt_alloc_identity(
+        dev_id,
+        &[
+            0..0x8000_0000,
+            0xfe00_0000..0xff00_0000,
+            0x1_0000_0000..0x2_0000_0000,
+        ],
+    )?;
+    iommu.device_attach(dev_id, identity)?;
+    let iova = |i: u64| IOVA + (i.wrapping_mul(97) % PAGES) * PAGE + 1024;
+    let mut acc = 0u64;
+    match mode {
+        "identity_guard_chunk" => {
+            let guard = dev.pin();
+            for i in 0..n {
+                acc ^= guard
+                    .translate_chunk(black_box(iova(i)), 512, Access::Read)
+                    .map_or(0, |c| c.target);
+            }
+        }
+        "identity_oneshot_chunk" => {
+            for i in 0..n {
+                acc ^= dev
+                    .translate_chunk(black_box(iova(i)), 512, Access::Read)
+                    .map_or(0, |c| c.target);
+            }
+        }
+        other => eprintln!("hot_path: unknown mode {other:?}"),
+    }
+    Ok(acc)
 }
 
 /// The nested modes; returns the XOR of the targets.

@@ -1,6 +1,7 @@
 //! Domains: what a group translates through. The built-in blocked domain, which faults every
-//! DMA; a paging domain: a page table that mirrors one IOAS; or a nested domain: a guest's
-//! stage-1 table over a paging parent ([`crate::nested`]).
+//! DMA; a paging domain: a page table that mirrors one IOAS; a nested domain: a guest's
+//! stage-1 table over a paging parent ([`crate::nested`]); or an identity domain: every IOVA
+//! inside a list of ranges is its own target ([`crate::identity`]).
 //!
 //! A domain is immutable in kind and aperture once built; only its page-table entries
 //! change, under its IOAS's lock. Domains are reference counted: a group's active-domain cell,
@@ -8,6 +9,7 @@
 //! domain's memory is freed when the last of them lets go (never while a reader can walk it).
 
 use crate::grace::Counters;
+use crate::identity::IdentityMap;
 use crate::nested::NestedDomain;
 use crate::pagetable::PageTable;
 use crate::sync::{Arc, Ordering};
@@ -19,6 +21,8 @@ pub(crate) enum DomainKind {
     Paging(PageTable),
     /// Translates through a guest's stage 1, then its parent's page table.
     Nested(NestedDomain),
+    /// Translates an IOVA inside its ranges to itself.
+    Identity(IdentityMap),
 }
 
 /// A translation domain.
@@ -53,11 +57,20 @@ impl Domain {
         }
     }
 
+    /// An identity domain over `map`'s ranges.
+    pub(crate) fn identity(map: IdentityMap, counters: &Arc<Counters>) -> Domain {
+        counters.domains.fetch_add(1, Ordering::Relaxed);
+        Domain {
+            kind: DomainKind::Identity(map),
+            counters: Some(counters.clone()),
+        }
+    }
+
     /// The page table of a paging domain.
     pub(crate) fn page_table(&self) -> Option<&PageTable> {
         match &self.kind {
             DomainKind::Paging(pt) => Some(pt),
-            DomainKind::Blocked | DomainKind::Nested(_) => None,
+            _ => None,
         }
     }
 
@@ -65,6 +78,14 @@ impl Domain {
     pub(crate) fn as_nested(&self) -> Option<&NestedDomain> {
         match &self.kind {
             DomainKind::Nested(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The ranges of an identity domain.
+    pub(crate) fn as_identity(&self) -> Option<&IdentityMap> {
+        match &self.kind {
+            DomainKind::Identity(m) => Some(m),
             _ => None,
         }
     }

@@ -121,6 +121,13 @@ pub enum Error {
         /// The range given.
         range: Range<u64>,
     },
+    /// `EINVAL`: an empty range given to [`crate::Iommu::hwpt_alloc_identity`] (`0..0` for
+    /// no range at all).
+    #[error("identity range {range:#x?} is empty")]
+    EmptyIdentityRange {
+        /// The range given.
+        range: Range<u64>,
+    },
     /// `EINVAL`: `DeviceInfo::pasid_bits` above [`crate::MAX_PASID_BITS`] (20).
     #[error("DeviceInfo::pasid_bits is {bits}, but it must be at most 20")]
     InvalidPasidBits {
@@ -308,6 +315,7 @@ impl Error {
             | Error::Incompatible { .. }
             | Error::InvalidIovaBits { .. }
             | Error::EmptyReservedRange { .. }
+            | Error::EmptyIdentityRange { .. }
             | Error::NoPermission { .. }
             | Error::InvalidPasidBits { .. }
             | Error::InvalidPasid { .. }
@@ -423,6 +431,7 @@ mod tests {
             ),
             (Error::InvalidIovaBits { bits: 12 }, 22),
             (Error::EmptyReservedRange { range: 5..5 }, 22),
+            (Error::EmptyIdentityRange { range: 5..5 }, 22),
             (Error::NoPermission { prot: Prot(0) }, 22),
             (Error::InvalidArgument("x"), 22),
             (Error::InvalidPasidBits { bits: 21 }, 22),

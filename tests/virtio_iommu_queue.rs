@@ -190,6 +190,8 @@ fn setup() -> (VirtioIommu, Device) {
     let iommu = Iommu::new();
     let config = Config {
         probe_size: PROBE_SIZE as u32,
+        // Endpoints start blocked: these tests check faults before the first ATTACH.
+        boot_bypass: false,
         ..Config::default()
     };
     let mut v = VirtioIommu::new(iommu.clone(), config);

@@ -13,6 +13,7 @@
 
 use super::summary_bit;
 use super::Grace;
+use crate::snapshot::Snapshot;
 use crate::sync::AtomicU64;
 use crate::sync::Ordering;
 use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
@@ -166,10 +167,9 @@ impl Drop for Participant {
     }
 }
 
-/// A per-thread cache of domain snapshots: `(generation, page-table address)` per way (a
-/// null address for the blocked domain).
+/// A per-thread cache of domain snapshots: `(generation, snapshot)` per way.
 pub(crate) struct DomainCache {
-    pub(crate) ways: [(u64, usize); CACHE_WAYS],
+    pub(crate) ways: [(u64, Snapshot); CACHE_WAYS],
 }
 
 /// One `Iommu` in a thread's list.
@@ -409,7 +409,7 @@ impl Grace {
             grace: self.id,
             participant,
             cache: DomainCache {
-                ways: [(0, 0); CACHE_WAYS],
+                ways: [(0, Snapshot::BLOCKED); CACHE_WAYS],
             },
         }));
         entries.last_mut().expect("just pushed")
@@ -458,7 +458,7 @@ impl Grace {
         let slot = participant.free_slot();
         enter(self, &participant, slot);
         let mut cache = DomainCache {
-            ways: [(0, 0); CACHE_WAYS],
+            ways: [(0, Snapshot::BLOCKED); CACHE_WAYS],
         };
         let r = lookup(&mut cache);
         let slot = NonNull::from(slot);

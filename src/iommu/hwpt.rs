@@ -1,4 +1,5 @@
-//! Paging HWPTs: `hwpt_alloc`, and the populate step that attach and replace share.
+//! Paging HWPTs: `hwpt_alloc`, and the populate step that attach and replace share; identity
+//! HWPTs: `hwpt_alloc_identity`.
 //!
 //! A new domain is populated *before* its call takes the object table's write lock, under its
 //! IOAS's lock only (G14): it joins the IOAS's mirror list as pending, so maps and unmaps that
@@ -9,9 +10,11 @@ use super::objects::{wrong_type, HwptObj, Obj, Objects};
 use super::Iommu;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
+use crate::identity::IdentityMap;
 use crate::ioas::{Ioas, IoasState};
 use crate::sync::{lock, Arc};
 use crate::types::{HwptFlags, ObjId, ObjKind};
+use std::ops::Range;
 
 /// A populated domain that its call has not committed yet.
 pub(super) struct Pending {
@@ -126,5 +129,64 @@ impl Iommu {
             false,
             nest_parent,
         ))
+    }
+
+    /// Allocates an identity HWPT: a domain that translates every IOVA inside `ranges` to the
+    /// same address, with read and write allowed, and faults `Unmapped` outside them (the
+    /// kernel's identity domain, what a device in bypass sees). `ranges` are half-open, in any
+    /// order; overlapping and touching ranges are merged. A VMM gives its guest RAM and, if it
+    /// chooses, MMIO windows. Like any HWPT, devices are attached to it, replaced to and from
+    /// it (hitless, G2) and detached, at the RID and at PASIDs; `dev` must be a bound device,
+    /// as for [`Iommu::hwpt_alloc`], though any device may attach (the domain has no aperture
+    /// of its own: each device's applies). Its mappings never change: it belongs to no IOAS,
+    /// and cannot be a nesting parent.
+    ///
+    /// `EINVAL` for an empty range (or none at all); `ENOENT` / `EINVAL` if `dev` is not a
+    /// bound device; `ENOSPC` when object IDs are exhausted.
+    pub fn hwpt_alloc_identity(&self, dev: ObjId, ranges: &[Range<u64>]) -> Result<ObjId> {
+        if ranges.is_empty() {
+            return Err(Error::EmptyIdentityRange { range: 0..0 });
+        }
+        if let Some(r) = ranges.iter().find(|r| r.start >= r.end) {
+            return Err(Error::EmptyIdentityRange { range: r.clone() });
+        }
+        // Built before the table lock: the lock is held for the ID and the insert only (G14).
+        let domain = Arc::new(Domain::identity(
+            IdentityMap::new(ranges),
+            &self.shared.grace.counters,
+        ));
+        let mut objects = self.objects_mut();
+        objects.device(dev)?;
+        objects.check_id_available()?;
+        let id = objects.alloc_id();
+        objects.map.insert(
+            id,
+            Obj::Hwpt(HwptObj {
+                // Its own IOAS, empty forever and named by no ID: attachments register their
+                // apertures and reserved ranges there as on any HWPT, and nothing can map.
+                ioas: Arc::new(Ioas::new(id)),
+                domain,
+                auto: false,
+                users: 0,
+                nest_parent: false,
+                parent: None,
+                children: 0,
+            }),
+        );
+        Ok(id)
+    }
+
+    /// The ranges of an identity HWPT (merged, in address order); `EINVAL` for another kind of
+    /// HWPT, `ENOENT` for no object.
+    pub fn hwpt_identity_ranges(&self, hwpt: ObjId) -> Result<Vec<Range<u64>>> {
+        let objects = self.objects();
+        match objects.get(hwpt)? {
+            Obj::Hwpt(h) => h
+                .domain
+                .as_identity()
+                .map(IdentityMap::ranges)
+                .ok_or(Error::InvalidArgument("not an identity HWPT")),
+            other => Err(wrong_type(hwpt, ObjKind::Hwpt, other)),
+        }
     }
 }

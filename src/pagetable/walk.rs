@@ -178,7 +178,7 @@ impl PageTable {
     }
 
     #[cold]
-    fn aperture_fault(&self, iova: u64) -> Fault {
+    pub(crate) fn aperture_fault(&self, iova: u64) -> Fault {
         let at = if iova > self.aperture_last {
             iova
         } else {

@@ -2,6 +2,7 @@
 //! section 5.13.4).
 
 use crate::types::PAGE_SIZE;
+use std::ops::Range;
 
 /// `VIRTIO_IOMMU_F_INPUT_RANGE` (bit 0): `input_range` describes the IOVAs the device maps.
 pub const F_INPUT_RANGE: u32 = 0;
@@ -15,17 +16,23 @@ pub const F_BYPASS: u32 = 3;
 pub const F_PROBE: u32 = 4;
 /// `VIRTIO_IOMMU_F_MMIO` (bit 5): the `VIRTIO_IOMMU_MAP_F_MMIO` flag is available.
 pub const F_MMIO: u32 = 5;
-/// `VIRTIO_IOMMU_F_BYPASS_CONFIG` (bit 6): the `bypass` config field and
-/// `VIRTIO_IOMMU_ATTACH_F_BYPASS`. Not offered: viommu has no identity domain yet.
+/// `VIRTIO_IOMMU_F_BYPASS_CONFIG` (bit 6): the driver-writable `bypass` config field, which
+/// decides whether endpoints attached to no domain bypass the IOMMU (an identity HWPT over
+/// [`Config::bypass_ranges`]), and `VIRTIO_IOMMU_ATTACH_F_BYPASS`.
 pub const F_BYPASS_CONFIG: u32 = 6;
 
-/// The feature bits this device offers: `INPUT_RANGE`, `DOMAIN_RANGE`, `MAP_UNMAP`, `PROBE`
-/// and `MMIO`. Transport bits (`VIRTIO_F_VERSION_1`, ...) are the queue driver's to add.
+/// The feature bits this device offers: `INPUT_RANGE`, `DOMAIN_RANGE`, `MAP_UNMAP`, `PROBE`,
+/// `MMIO` and `BYPASS_CONFIG`. Transport bits (`VIRTIO_F_VERSION_1`, ...) are the queue
+/// driver's to add.
 pub const OFFERED_FEATURES: u64 = (1 << F_INPUT_RANGE)
     | (1 << F_DOMAIN_RANGE)
     | (1 << F_MAP_UNMAP)
     | (1 << F_PROBE)
-    | (1 << F_MMIO);
+    | (1 << F_MMIO)
+    | (1 << F_BYPASS_CONFIG);
+
+/// The offset of `bypass` in `struct virtio_iommu_config`.
+pub const BYPASS_OFFSET: u64 = 36;
 
 /// The size of `struct virtio_iommu_config`.
 pub const CONFIG_SIZE: usize = 40;
@@ -45,15 +52,28 @@ pub struct Config {
     pub domain_range: (u32, u32),
     /// Bytes of `properties` in a PROBE reply. Default 512.
     pub probe_size: u32,
+    /// The `bypass` field at boot (and after a system reset): `true` (the default, as QEMU's
+    /// `boot-bypass`) lets endpoints that no domain holds do DMA through an identity domain
+    /// over `bypass_ranges`, so firmware and a kernel without a virtio-iommu driver can boot
+    /// from a device behind this IOMMU; `false` blocks them until the driver attaches them.
+    pub boot_bypass: bool,
+    /// The guest-physical ranges (half-open) a bypassing endpoint may reach, at the same
+    /// address: the VMM's guest RAM and, if it chooses, MMIO windows; everything else faults.
+    /// Default: `0 .. 2^48`, every address of a 48-bit machine. Must not be empty.
+    pub bypass_ranges: Vec<Range<u64>>,
 }
 
 impl Default for Config {
+    // A list of ranges that holds one range by default.
+    #[allow(clippy::single_range_in_vec_init)]
     fn default() -> Self {
         Config {
             page_size_mask: !(PAGE_SIZE - 1),
             input_range: (0, (1 << 48) - 1),
             domain_range: (0, u32::MAX),
             probe_size: 512,
+            boot_bypass: true,
+            bypass_ranges: vec![0..1 << 48],
         }
     }
 }
@@ -65,9 +85,9 @@ impl Config {
         low.max(PAGE_SIZE)
     }
 
-    /// `struct virtio_iommu_config`, little-endian: page_size_mask, input_range (start,
-    /// end), domain_range (start, end), probe_size, bypass (always 0: `BYPASS_CONFIG` is not
-    /// offered) and 3 reserved bytes.
+    /// `struct virtio_iommu_config` at boot, little-endian: page_size_mask, input_range
+    /// (start, end), domain_range (start, end), probe_size, bypass (`boot_bypass`) and 3
+    /// reserved bytes. The device's live `bypass` is [`crate::virtio_iommu::VirtioIommu::read_config`]'s.
     pub fn to_bytes(&self) -> [u8; CONFIG_SIZE] {
         let mut b = [0u8; CONFIG_SIZE];
         b[0..8].copy_from_slice(&self.page_size_mask.to_le_bytes());
@@ -76,21 +96,26 @@ impl Config {
         b[24..28].copy_from_slice(&self.domain_range.0.to_le_bytes());
         b[28..32].copy_from_slice(&self.domain_range.1.to_le_bytes());
         b[32..36].copy_from_slice(&self.probe_size.to_le_bytes());
+        b[BYPASS_OFFSET as usize] = u8::from(self.boot_bypass);
         b
     }
 
-    /// A config-space read of `data.len()` bytes at `offset`; bytes past the structure read
-    /// as zero.
+    /// A config-space read of `data.len()` bytes at `offset` of [`Config::to_bytes`]; bytes
+    /// past the structure read as zero.
     pub fn read(&self, offset: u64, data: &mut [u8]) {
-        let bytes = self.to_bytes();
-        for (i, d) in data.iter_mut().enumerate() {
-            *d = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|o| bytes.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_bytes(&self.to_bytes(), offset, data);
+    }
+}
+
+/// A read of `data.len()` bytes at `offset` of `bytes`; bytes past them read as zero.
+pub(crate) fn read_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = offset
+            .checked_add(i as u64)
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(|o| bytes.get(o))
+            .copied()
+            .unwrap_or(0);
     }
 }
 
@@ -105,6 +130,8 @@ mod tests {
             input_range: (0x1000, 0xffff_ffff),
             domain_range: (1, 100),
             probe_size: 256,
+            boot_bypass: false,
+            ..Config::default()
         };
         let b = c.to_bytes();
         assert_eq!(&b[0..8], &0x1000u64.to_le_bytes());
@@ -120,6 +147,10 @@ mod tests {
         c.read(u64::MAX, &mut d);
         assert_eq!(d, [0; 6]);
         assert_eq!(Config::default().granule(), 4096);
-        assert_eq!(OFFERED_FEATURES, 0b11_0111);
+        assert_eq!(OFFERED_FEATURES, 0b111_0111);
+        // QEMU's qtest reads bypass == 1 with boot-bypass on (its default).
+        let mut d = [0u8; 1];
+        Config::default().read(BYPASS_OFFSET, &mut d);
+        assert_eq!(d, [1]);
     }
 }

@@ -54,8 +54,8 @@ mod queue;
 
 pub use batch::{Batch, Completion, RequestBuffers};
 pub use config::{
-    Config, CONFIG_SIZE, F_BYPASS, F_BYPASS_CONFIG, F_DOMAIN_RANGE, F_INPUT_RANGE, F_MAP_UNMAP,
-    F_MMIO, F_PROBE, OFFERED_FEATURES,
+    Config, BYPASS_OFFSET, CONFIG_SIZE, F_BYPASS, F_BYPASS_CONFIG, F_DOMAIN_RANGE, F_INPUT_RANGE,
+    F_MAP_UNMAP, F_MMIO, F_PROBE, OFFERED_FEATURES,
 };
 pub use device::{EndpointError, MappingInfo, ResvKind, ResvRegion, VirtioIommu};
 pub use event::{

@@ -1,8 +1,10 @@
-//! ATTACH and DETACH: an endpoint joins a domain (created by its first ATTACH), moves to
-//! another one hitlessly, or leaves it.
+//! ATTACH and DETACH: an endpoint joins a domain (created by its first ATTACH; a bypass
+//! domain with `ATTACH_F_BYPASS`), moves to another one hitlessly, or leaves it (back to
+//! bypass hitlessly when `bypass` is on).
 
 use super::{status_of, DomainState, VirtioIommu};
 use crate::virtio_iommu::batch::Fence;
+use crate::virtio_iommu::config::F_BYPASS_CONFIG;
 use crate::virtio_iommu::wire::{Status, ATTACH_F_BYPASS};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,9 +19,10 @@ impl VirtioIommu {
         if reserved_set || flags & !ATTACH_F_BYPASS != 0 {
             return (Status::Inval, None);
         }
-        if flags & ATTACH_F_BYPASS != 0 {
-            // A virtio 1.3 flag this device knows but cannot honour: no identity domain.
-            return (Status::Unsupp, None);
+        let bypass = flags & ATTACH_F_BYPASS != 0;
+        if bypass && !self.has(F_BYPASS_CONFIG) {
+            // The flag exists only with the feature: without it, an unknown flag.
+            return (Status::Inval, None);
         }
         let Some(ep) = self.endpoints.get(&endpoint) else {
             return (Status::NoEnt, None);
@@ -27,31 +30,44 @@ impl VirtioIommu {
         if !self.domain_in_range(domain) {
             return (Status::Range, None);
         }
-        let (dev, group, old) = (ep.dev, ep.group, ep.domain);
+        let (dev, group, old, moving) = (ep.dev, ep.group, ep.domain, ep.attached());
+        if let Some(d) = self.domains.get(&domain) {
+            // An existing domain is a bypass domain or not, whatever the request says
+            // (spec: INVAL when the flag differs).
+            if d.bypass != bypass {
+                return (Status::Inval, None);
+            }
+        }
         if old == Some(domain) {
             return (Status::Ok, None);
         }
         // Endpoints of one viommu group share a domain: moving one would move the others
         // (a replace is group-wide), so that is refused (spec: UNSUPP).
-        if old.is_some() {
+        if moving {
             let mates = self
                 .endpoints
                 .iter()
-                .any(|(&id, e)| id != endpoint && e.group == group && e.domain.is_some());
+                .any(|(&id, e)| id != endpoint && e.group == group && e.attached());
             if mates {
                 return (Status::Unsupp, None);
             }
         }
         let (ioas, created) = match self.domains.get(&domain) {
             Some(d) => (d.ioas, false),
+            None if bypass => match self.identity_for(dev) {
+                Ok(id) => (id, false),
+                Err(e) => return (status_of(&e), None),
+            },
             None => match self.iommu.ioas_alloc() {
                 Ok(id) => (id, true),
                 Err(e) => return (status_of(&e), None),
             },
         };
-        let result = match old {
-            Some(_) => self.iommu.device_replace(dev, ioas),
-            None => self.iommu.device_attach(dev, ioas),
+        // From bypass or another domain: one publish, hitless.
+        let result = if moving {
+            self.iommu.device_replace(dev, ioas)
+        } else {
+            self.iommu.device_attach(dev, ioas)
         };
         if let Err(e) = result {
             if created {
@@ -64,6 +80,7 @@ impl VirtioIommu {
             .entry(domain)
             .or_insert_with(|| DomainState {
                 ioas,
+                bypass,
                 endpoints: BTreeSet::new(),
                 mappings: BTreeMap::new(),
             })
@@ -71,6 +88,7 @@ impl VirtioIommu {
             .insert(endpoint);
         if let Some(e) = self.endpoints.get_mut(&endpoint) {
             e.domain = Some(domain);
+            e.bypassing = false;
         }
         // Behaves as DETACH then ATTACH (spec), without the blocked window: the old domain
         // loses the endpoint and ceases to exist if that was its last.
@@ -87,7 +105,8 @@ impl VirtioIommu {
             // INVAL).
             return (Status::Inval, None);
         }
-        if let Err(e) = self.iommu.device_detach(ep.dev) {
+        // Back to bypass in one hitless replace when `bypass` is on, else blocked.
+        if let Err(e) = self.unattach(endpoint) {
             return (status_of(&e), None);
         }
         (Status::Ok, self.leave_domain(endpoint, domain))

@@ -24,9 +24,16 @@ impl VirtioIommu {
         self.domains.keys().copied().collect()
     }
 
-    /// The IOAS behind a domain.
+    /// The IOAS behind a domain; `None` for a bypass domain (see
+    /// [`VirtioIommu::identity_hwpt`]).
     pub fn domain_ioas(&self, domain: u32) -> Option<ObjId> {
-        Some(self.domains.get(&domain)?.ioas)
+        let d = self.domains.get(&domain)?;
+        (!d.bypass).then_some(d.ioas)
+    }
+
+    /// True if `domain` exists and is a bypass domain (made by `ATTACH_F_BYPASS`).
+    pub fn domain_is_bypass(&self, domain: u32) -> bool {
+        self.domains.get(&domain).is_some_and(|d| d.bypass)
     }
 
     /// The endpoints attached to a domain.
@@ -69,6 +76,10 @@ impl VirtioIommu {
             return None;
         }
         let d = self.domains.remove(&domain)?;
+        if d.bypass {
+            // The identity HWPT is shared and stays; a bypass domain has no mappings.
+            return None;
+        }
         // "After all endpoints have been successfully detached from a domain, it ceases to
         // exist": its mappings go, with an unmap fence so that the guest may reuse their
         // pages once the request completes (a replaced-away endpoint may still have DMA in

@@ -83,7 +83,9 @@ pub enum EndpointError {
 
 impl VirtioIommu {
     /// Registers `device` (bound by the VMM, with the same reserved ranges in its
-    /// [`crate::DeviceInfo`]) as endpoint `endpoint_id`; `resv` is what PROBE reports for it.
+    /// [`crate::DeviceInfo`], and detached) as endpoint `endpoint_id`; `resv` is what PROBE
+    /// reports for it. With `bypass` on, the endpoint is attached to the identity HWPT at
+    /// once (its DMA reaches [`crate::virtio_iommu::Config::bypass_ranges`]).
     pub fn add_endpoint(
         &mut self,
         endpoint_id: u32,
@@ -119,8 +121,17 @@ impl VirtioIommu {
                 group: device.group(),
                 resv,
                 domain: None,
+                bypassing: false,
             },
         );
+        if self.bypass {
+            // Bypass from the start, as for every endpoint attached to no domain.
+            if let Err(e) = self.enter_bypass(endpoint_id) {
+                self.endpoints.remove(&endpoint_id);
+                self.by_dev.remove(&dev);
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 
@@ -131,6 +142,9 @@ impl VirtioIommu {
             .endpoints
             .get(&endpoint_id)
             .ok_or(EndpointError::NoSuchEndpoint(endpoint_id))?;
+        if ep.bypassing {
+            self.iommu.device_detach(ep.dev)?;
+        }
         if let Some(d) = ep.domain {
             self.iommu.device_detach(ep.dev)?;
             if let Some(fence) = self.leave_domain(endpoint_id, d) {

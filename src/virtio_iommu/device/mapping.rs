@@ -28,7 +28,8 @@ impl VirtioIommu {
         let Some(d) = self.domains.get(&domain) else {
             return Status::NoEnt;
         };
-        if end < start {
+        // A bypass domain has no mappings to change (spec: INVAL).
+        if end < start || d.bypass {
             return Status::Inval;
         }
         // virt_end + 1 wraps for a range that ends at 2^64 - 1: that end is aligned.
@@ -102,7 +103,7 @@ impl VirtioIommu {
         let Some(d) = self.domains.get_mut(&domain) else {
             return (Status::NoEnt, None);
         };
-        if end < start {
+        if end < start || d.bypass {
             return (Status::Inval, None);
         }
         // The mappings the range touches, and whether it would split one.

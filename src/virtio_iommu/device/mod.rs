@@ -7,7 +7,9 @@
 //! | endpoint | a bound device the VMM registered with [`VirtioIommu::add_endpoint`] |
 //! | ATTACH (detached endpoint) | `device_attach(dev, ioas)` |
 //! | ATTACH (attached endpoint) | `device_replace(dev, ioas)`: one publish, hitless |
-//! | DETACH | `device_detach` (fences) |
+//! | DETACH | `device_detach` (fences); with `bypass` on, `device_replace(dev, identity)`: hitless |
+//! | bypass (unattached endpoint, `bypass` = 1) | attached to the device's identity HWPT |
+//! | ATTACH with `ATTACH_F_BYPASS` | a bypass domain: the identity HWPT |
 //! | MAP | `ioas_map` at a fixed IOVA |
 //! | UNMAP | `ioas_unmap_deferred`; the request completes with its batch's fence |
 //! | last endpoint leaves a domain | the domain ceases to exist (spec, DETACH): unmap all (deferred), destroy the IOAS |
@@ -18,15 +20,17 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `mod.rs` | [`VirtioIommu`]: its state, features, configuration space, reset |
+//! | `mod.rs` | [`VirtioIommu`]: its state and features |
 //! | `endpoints.rs` | endpoint management: add, remove, look up; reserved regions |
 //! | `domains.rs` | domain queries, and a domain's end when its last endpoint leaves |
 //! | `submit.rs` | one request: parse, feature checks, dispatch, the reply's tail |
 //! | `attach.rs` | ATTACH and DETACH |
+//! | `bypass.rs` | the `bypass` config field, the identity HWPT, and device and system reset |
 //! | `mapping.rs` | MAP and UNMAP |
 //! | `probe.rs` | PROBE |
 
 mod attach;
+mod bypass;
 mod domains;
 mod endpoints;
 mod mapping;
@@ -49,10 +53,23 @@ struct Endpoint {
     group: GroupId,
     resv: Vec<ResvRegion>,
     domain: Option<u32>,
+    /// Attached to no domain, but to the identity HWPT (the `bypass` field is 1).
+    bypassing: bool,
+}
+
+impl Endpoint {
+    /// True while viommu has the device attached (to a domain's HWPT or in bypass).
+    fn attached(&self) -> bool {
+        self.domain.is_some() || self.bypassing
+    }
 }
 
 struct DomainState {
+    /// What the domain's endpoints are attached to: its IOAS, or the identity HWPT for a
+    /// bypass domain.
     ioas: ObjId,
+    /// Made by an ATTACH with `ATTACH_F_BYPASS`: no mappings, every access at its own address.
+    bypass: bool,
     endpoints: BTreeSet<u32>,
     /// First IOVA → (last IOVA, phys, flags).
     mappings: BTreeMap<u64, (u64, u64, u32)>,
@@ -68,6 +85,12 @@ pub struct VirtioIommu {
     iommu: Iommu,
     config: Config,
     negotiated: u64,
+    /// The driver acknowledged features (`ack_features`) since the last reset.
+    acked: bool,
+    /// The live `bypass` config field.
+    bypass: bool,
+    /// The identity HWPT over `config.bypass_ranges`, allocated on first use.
+    identity: Option<ObjId>,
     endpoints: BTreeMap<u32, Endpoint>,
     by_dev: BTreeMap<ObjId, u32>,
     domains: BTreeMap<u32, DomainState>,
@@ -107,13 +130,17 @@ fn status_of(e: &Error) -> Status {
 }
 
 impl VirtioIommu {
-    /// A device with no endpoints over `iommu`, offering [`OFFERED_FEATURES`]. Until
+    /// A device with no endpoints over `iommu`, offering [`OFFERED_FEATURES`], with `bypass`
+    /// at [`Config::boot_bypass`]. Until
     /// [`VirtioIommu::ack_features`] is called every offered feature counts as negotiated.
     pub fn new(iommu: Iommu, config: Config) -> VirtioIommu {
         VirtioIommu {
             iommu,
+            bypass: config.boot_bypass,
             config,
             negotiated: OFFERED_FEATURES,
+            acked: false,
+            identity: None,
             endpoints: BTreeMap::new(),
             by_dev: BTreeMap::new(),
             domains: BTreeMap::new(),
@@ -140,6 +167,7 @@ impl VirtioIommu {
     /// Records the features the driver accepted (those offered and accepted are negotiated).
     pub fn ack_features(&mut self, driver_features: u64) {
         self.negotiated = driver_features & OFFERED_FEATURES;
+        self.acked = true;
     }
 
     /// The negotiated device-specific features.
@@ -149,39 +177,6 @@ impl VirtioIommu {
 
     fn has(&self, bit: u32) -> bool {
         self.negotiated & (1 << bit) != 0
-    }
-
-    /// A read of the configuration space (see [`Config::read`]). The driver may write only
-    /// `bypass`, and only with `BYPASS_CONFIG`, which is not offered: writes are ignored.
-    pub fn read_config(&self, offset: u64, data: &mut [u8]) {
-        self.config.read(offset, data)
-    }
-
-    /// Device reset: every endpoint is detached and every domain freed (waiting for their
-    /// fences); negotiated features return to the offered set. A queue pass still waiting
-    /// for its fences is forgotten (the driver resets its queues with the device).
-    pub fn reset(&mut self) -> Result<(), Error> {
-        #[cfg(feature = "virtio-iommu-queue")]
-        {
-            self.stalled = None;
-        }
-        let attached: Vec<(u32, u32)> = self
-            .endpoints
-            .iter()
-            .filter_map(|(&id, ep)| ep.domain.map(|d| (id, d)))
-            .collect();
-        let mut fences = Vec::new();
-        for (id, d) in attached {
-            if let Some(ep) = self.endpoints.get(&id) {
-                self.iommu.device_detach(ep.dev)?;
-            }
-            fences.extend(self.leave_domain(id, d));
-        }
-        for f in fences.into_iter().rev() {
-            f.wait(&self.iommu)?;
-        }
-        self.negotiated = OFFERED_FEATURES;
-        Ok(())
     }
 
     fn domain_in_range(&self, domain: u32) -> bool {
