@@ -1,7 +1,8 @@
 //! The data plane under a profiler: `N` iterations of one hot operation on one device whose
 //! user HWPT maps 256 pages (the criterion benches' set-up). Modes: `pin` (pin + drop),
 //! `pin_pasid` (the same at PASID 5), `guard` (translate through one held guard), `oneshot`
-//! (`Device::translate`).
+//! (`Device::translate`); `radix` and `mutex_radix` are the references (the suite's plain
+//! radix walk of the same pages, bare and under a `Mutex`).
 //!
 //! Nested modes (the set-up of `viommu-perf`'s `nested-translate`, VT-d first stage over a
 //! `NEST_PARENT` parent, stage 1 mapping IOVA = IPA): `paging_same` / `paging_same_guard`
@@ -17,6 +18,10 @@
 //! ```
 //!
 //! Instructions per operation = (total - total with N = 0) / N.
+
+#[path = "../perf/src/baselines/radix.rs"]
+#[allow(dead_code)]
+mod radix;
 
 #[path = "../perf/src/baselines/nested_world.rs"]
 #[allow(dead_code)]
@@ -65,6 +70,26 @@ fn main() -> Result<(), viommu::Error> {
     };
     let mut acc = 0u64;
     match mode.as_str() {
+        "radix" | "mutex_radix" => {
+            // The references: the plain radix walk of the same 256 pages, bare and under a
+            // `Mutex` (lock, walk, unlock).
+            let mut r = radix::Radix::new();
+            for i in 0..PAGES {
+                r.map(IOVA + i * PAGE, 0x40_0000_1000 + i * PAGE, PAGE, radix::READ | radix::WRITE)
+                    .expect("radix map");
+            }
+            if mode == "radix" {
+                for i in 0..n {
+                    acc ^= r.translate(black_box(iova(i)), 512, radix::READ).unwrap_or(0);
+                }
+            } else {
+                let m = std::sync::Mutex::new(r);
+                for i in 0..n {
+                    let t = m.lock().expect("poisoned");
+                    acc ^= t.translate(black_box(iova(i)), 512, radix::READ).unwrap_or(0);
+                }
+            }
+        }
         "pin" => (0..n).for_each(|_| drop(black_box(dev.pin()))),
         "pin_pasid" => (0..n).for_each(|_| drop(black_box(dev.pin_pasid(black_box(5))))),
         "guard" => {
@@ -73,12 +98,29 @@ fn main() -> Result<(), viommu::Error> {
                 acc ^= first(guard.translate(black_box(iova(i)), 512, Access::Read));
             }
         }
+        "guard_chunk" => {
+            let guard = dev.pin();
+            for i in 0..n {
+                acc ^= guard
+                    .translate_chunk(black_box(iova(i)), 512, Access::Read)
+                    .map_or(0, |c| c.target);
+            }
+        }
+        "oneshot_chunk" => {
+            for i in 0..n {
+                acc ^= dev
+                    .translate_chunk(black_box(iova(i)), 512, Access::Read)
+                    .map_or(0, |c| c.target);
+            }
+        }
         "oneshot" => {
             for i in 0..n {
                 acc ^= first(dev.translate(black_box(iova(i)), 512, Access::Read));
             }
         }
-        other => eprintln!("hot_path: unknown mode {other:?} (pin, pin_pasid, guard, oneshot)"),
+        other => eprintln!(
+            "hot_path: unknown mode {other:?} (pin, pin_pasid, guard, oneshot, radix, mutex_radix)"
+        ),
     }
     println!("{acc}");
     Ok(())

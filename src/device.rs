@@ -18,7 +18,7 @@ use crate::pagetable::PageTable;
 use crate::pasid::PasidTable;
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::translation::Translation;
-use crate::translation::{Fault, FaultKind};
+use crate::translation::{Chunk, Fault, FaultKind};
 use crate::types::{Access, GroupId, ObjId};
 use std::fmt;
 use std::marker::PhantomData;
@@ -50,7 +50,7 @@ impl Device {
     ///
     /// A thread may hold any number of guards at once, of one device or many, of one `Iommu`
     /// or many: each fence waits only for the guards alive when it began (G12).
-    #[inline]
+    #[inline(always)]
     pub fn pin(&self) -> DmaGuard<'_> {
         let inner = &*self.inner;
         let group = &*inner.group;
@@ -122,6 +122,15 @@ impl Device {
         self.pin()
             .translate(iova, len, access)
             .map(Translation::rebind)
+    }
+
+    /// Translates the first piece of one request with a guard of its own: what
+    /// [`DmaGuard::translate_chunk`] returns, pinned and unpinned around it. The cheapest
+    /// one-shot translation; like [`Device::translate`], the chunk is no longer protected by a
+    /// guard when it is returned.
+    #[inline(always)]
+    pub fn translate_chunk(&self, iova: u64, len: u64, access: Access) -> Result<Chunk, Fault> {
+        self.pin().translate_chunk(iova, len, access)
     }
 
     /// The device's ID.
@@ -255,6 +264,55 @@ impl DmaGuard<'_> {
             _ => return Err(aperture_fault(iova, self.aperture_last)),
         };
         table.translate(iova, last, access)
+    }
+
+    /// Translates the start of `len` bytes at `iova` for `access`: the piece that the first
+    /// leaf of the guard's domain covers (all of the request when it lies in one page, block
+    /// or IOTLB region), as one [`Chunk`] in registers, with no chunk list to build or read.
+    /// An emulator that walks a buffer calls it again at `chunk.iova + chunk.len` until the
+    /// request is covered; [`DmaGuard::translate`] does that walk and merges contiguous pieces.
+    ///
+    /// The chunk's `len` is between 1 and `len`; a zero `len` gives an empty chunk at `iova`
+    /// (target 0) and checks nothing. Faults are those of [`DmaGuard::translate`], for the
+    /// piece returned: a fault past it is reported by the call that reaches it. The end of the
+    /// request is checked against the aperture, so a request that leaves it faults here.
+    #[inline(always)]
+    pub fn translate_chunk(&self, iova: u64, len: u64, access: Access) -> Result<Chunk, Fault> {
+        if self.table & NESTED != 0 {
+            return self.chunk_nested(iova, len, access);
+        }
+        // SAFETY: as in `translate`.
+        let Some(table) = (unsafe { (self.table as *const PageTable).as_ref() }) else {
+            return Err(Fault {
+                iova,
+                kind: FaultKind::Blocked,
+            });
+        };
+        if len == 0 {
+            return Ok(Chunk {
+                iova,
+                target: 0,
+                len: 0,
+            });
+        }
+        // One test for both apertures: the first IOVA past the smaller one is the first that
+        // cannot be translated.
+        let aperture_last = self.aperture_last.min(table.aperture_last());
+        match iova.checked_add(len - 1) {
+            Some(last) if last <= aperture_last => table.translate_chunk(iova, last, access),
+            _ => Err(aperture_fault(iova, aperture_last)),
+        }
+    }
+
+    /// `translate_chunk` through a nested domain: the first chunk of its translation.
+    #[inline(never)]
+    fn chunk_nested(&self, iova: u64, len: u64, access: Access) -> Result<Chunk, Fault> {
+        let mut t = self.translate_nested(iova, len, access)?;
+        Ok(t.next().unwrap_or(Chunk {
+            iova,
+            target: 0,
+            len: 0,
+        }))
     }
 
     /// `translate` through a nested domain: stage 1 (IOTLB first), then stage 2.

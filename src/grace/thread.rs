@@ -14,7 +14,9 @@
 use super::Grace;
 use crate::sync::AtomicU64;
 use crate::sync::Ordering;
-use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
+#[cfg(not(all(target_arch = "x86_64", not(viommu_loom))))]
+use crate::sync::fence;
+use crate::sync::{compiler_fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
@@ -173,15 +175,58 @@ impl Drop for Entry {
     }
 }
 
-// loom's `thread_local!` does not take a `const { }` initializer, so neither do we.
+/// The thread's entries, one per `Iommu` it has pinned. Boxed, so that [`HOT`] can point at
+/// one while the list grows.
+struct Entries(Vec<Box<Entry>>);
+
+impl Drop for Entries {
+    fn drop(&mut self) {
+        // The entries go with the list: a pin made later on this thread (from another
+        // thread-local's destructor) must not find one through `HOT`.
+        set_hot(std::ptr::null_mut());
+    }
+}
+
+// loom's `thread_local!` does not take a `const { }` initializer.
 #[allow(clippy::missing_const_for_thread_local)]
 mod local {
-    use super::{thread_local, Entry, RefCell};
+    use super::{thread_local, Entries, RefCell};
     thread_local! {
-        pub(super) static ENTRIES: RefCell<Vec<Entry>> = RefCell::new(Vec::new());
+        pub(super) static ENTRIES: RefCell<Entries> = RefCell::new(Entries(Vec::new()));
     }
 }
 use local::ENTRIES;
+
+#[cfg(not(viommu_loom))]
+std::thread_local! {
+    /// The entry the thread pinned last (null before its first pin and after its list is
+    /// gone). A `const`-initialized cell with no destructor: reading it is one load from the
+    /// thread's TLS block, with no lazy-initialization check, and it is readable in every
+    /// other thread-local's destructor.
+    static HOT: std::cell::Cell<*mut Entry> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+#[cfg(viommu_loom)]
+loom::thread_local! {
+    static HOT: std::cell::Cell<*mut Entry> = std::cell::Cell::new(std::ptr::null_mut());
+}
+
+/// The entry the thread pinned last, or null.
+#[inline(always)]
+fn hot() -> *mut Entry {
+    #[cfg(not(viommu_loom))]
+    {
+        HOT.with(std::cell::Cell::get)
+    }
+    #[cfg(viommu_loom)]
+    {
+        HOT.try_with(std::cell::Cell::get)
+            .unwrap_or(std::ptr::null_mut())
+    }
+}
+
+fn set_hot(entry: *mut Entry) {
+    let _ = HOT.try_with(|h| h.set(entry));
+}
 
 /// A pinned guard slot; dropping it unpins.
 pub(crate) struct Pin {
@@ -221,9 +266,34 @@ fn enter(grace: &Grace, slot: &AtomicU64) {
         slot.store(epoch, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
     } else {
-        // ORDERING: Release as above; the SeqCst fence pairs with the SeqCst fence in
-        // `Grace::heavy_fence` (the store-buffer pattern: either the fence side's slot loads
-        // see this store, or this thread's loads after the fence see the fence side's unlinks).
+        store_and_full_fence(slot, epoch);
+    }
+}
+
+/// Stores `epoch` in `slot`, then a full barrier: no load after it is performed before the
+/// store is visible to every thread (the symmetric protocol's reader side).
+#[inline(always)]
+fn store_and_full_fence(slot: &AtomicU64, epoch: u64) {
+    #[cfg(all(target_arch = "x86_64", not(viommu_loom)))]
+    {
+        // ORDERING: on x86-64 a locked read-modify-write is a full barrier (loads and stores
+        // are not reordered with locked instructions, which have one total order: Intel SDM
+        // vol. 3A, 9.2.2), so one `xchg` is the store and the `mfence` at once, and costs
+        // about half as much (callgrind counts the same; measured 18.2 -> 11 ns a pin on the
+        // Xeon of `docs/benchmarks.md`). SeqCst makes it pair with the SeqCst fence in
+        // `Grace::heavy_fence` in the language model too as far as the store goes; the
+        // compiler fence keeps the compiler from hoisting the caller's later loads above it
+        // (crossbeam-epoch pins the same way on x86). Loom and other targets model and run the
+        // portable form below.
+        slot.swap(epoch, Ordering::SeqCst);
+        compiler_fence(Ordering::SeqCst);
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(viommu_loom))))]
+    {
+        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done`; the SeqCst
+        // fence pairs with the SeqCst fence in `Grace::heavy_fence` (the store-buffer
+        // pattern: either the fence side's slot loads see this store, or this thread's loads
+        // after the fence see the fence side's unlinks).
         slot.store(epoch, Ordering::Release);
         fence(Ordering::SeqCst);
     }
@@ -232,48 +302,79 @@ fn enter(grace: &Grace, slot: &AtomicU64) {
 impl Grace {
     /// Pins the calling thread (a new guard slot) and runs `lookup` with the thread's domain
     /// cache for this `Iommu`, under the pin.
-    #[inline]
+    ///
+    /// The common case, the `Iommu` the thread pinned last, finds its entry through [`HOT`]
+    /// with one TLS load and one comparison; any other goes through the list once and
+    /// becomes the hot one.
+    #[inline(always)]
     pub(crate) fn pin<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
-        let mut lookup = Some(lookup);
-        let fast = ENTRIES.try_with(|entries| {
+        // SAFETY: `HOT` is null or names an entry boxed in this thread's list: it is set only
+        // to such an entry, the list frees entries only in `register` (which sets `HOT` to the
+        // entry it returns before anything reads it) and in `Entries::drop` (which nulls it
+        // first). No other reference to the entry is alive: the list is borrowed only inside
+        // `pin_slow` and `is_pinned`, neither of which runs during this call (`lookup` is the
+        // crate's own closure and does not pin).
+        match unsafe { hot().as_mut() } {
+            Some(entry) if entry.grace == self.id => self.pin_entry(entry, lookup),
+            _ => self.pin_slow(lookup),
+        }
+    }
+
+    /// A pin through the thread's entry for this `Iommu`.
+    #[inline(always)]
+    fn pin_entry<R>(
+        &self,
+        entry: &mut Entry,
+        lookup: impl FnOnce(&mut DomainCache) -> R,
+    ) -> (Pin, R) {
+        let slot = entry.participant.free_slot();
+        enter(self, slot);
+        let r = lookup(&mut entry.cache);
+        (
+            Pin {
+                slot: NonNull::from(slot),
+                orphan: None,
+            },
+            r,
+        )
+    }
+
+    /// A pin of an `Iommu` that is not the thread's hot one: finds (or registers) its entry
+    /// in the list and makes it hot.
+    #[cold]
+    #[inline(never)]
+    fn pin_slow<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
+        let entry = ENTRIES.try_with(|entries| {
             let mut entries = entries.try_borrow_mut().ok()?;
-            let entry = match entries.iter_mut().position(|e| e.grace == self.id) {
-                Some(i) => &mut entries[i],
-                None => self.register(&mut entries),
+            let entry: *mut Entry = match entries.0.iter_mut().position(|e| e.grace == self.id) {
+                Some(i) => &mut *entries.0[i],
+                None => self.register(&mut entries.0),
             };
-            let slot = entry.participant.free_slot();
-            enter(self, slot);
-            let lookup = lookup.take().expect("called once");
-            let r = lookup(&mut entry.cache);
-            Some((
-                Pin {
-                    slot: NonNull::from(slot),
-                    orphan: None,
-                },
-                r,
-            ))
+            set_hot(entry);
+            Some(entry)
         });
-        match fast {
-            Ok(Some(pinned)) => pinned,
-            _ => self.pin_orphan(lookup.take().expect("called once")),
+        match entry {
+            // SAFETY: boxed in the thread's list, which is no longer borrowed; as in `pin`.
+            Ok(Some(entry)) => self.pin_entry(unsafe { &mut *entry }, lookup),
+            _ => self.pin_orphan(lookup),
         }
     }
 
     /// Adds this `Iommu` to the thread's list: claims a released participant or registers a
-    /// new one. Also drops entries of `Iommu`s that are gone.
+    /// new one. Also drops entries of `Iommu`s that are gone (the caller then sets `HOT`).
     #[cold]
     #[inline(never)]
-    fn register<'e>(&self, entries: &'e mut Vec<Entry>) -> &'e mut Entry {
+    fn register<'e>(&self, entries: &'e mut Vec<Box<Entry>>) -> &'e mut Entry {
         // ORDERING: Relaxed: `alive` only decides when to forget a dead `Iommu`'s entry.
         entries.retain(|e| e.participant.alive.load(Ordering::Relaxed));
         let participant = self.claim_participant();
-        entries.push(Entry {
+        entries.push(Box::new(Entry {
             grace: self.id,
             participant,
             cache: DomainCache {
                 ways: [(0, 0); CACHE_WAYS],
             },
-        });
+        }));
         entries.last_mut().expect("just pushed")
     }
 
@@ -315,6 +416,7 @@ pub(super) fn is_pinned(grace: &Grace) -> bool {
         .try_with(|entries| {
             entries.try_borrow().ok().is_some_and(|entries| {
                 entries
+                    .0
                     .iter()
                     .any(|e| e.grace == grace.id && e.participant.any_pinned())
             })
