@@ -24,6 +24,11 @@ pub fn first_target(t: Result<viommu::Translation<'_>, viommu::Fault>) -> u64 {
     t.ok().and_then(|mut t| t.next()).map_or(0, |c| c.target)
 }
 
+/// The target of a chunk, 0 for a fault.
+pub fn chunk_target(c: Result<viommu::Chunk, viommu::Fault>) -> u64 {
+    c.map_or(0, |c| c.target)
+}
+
 /// Runs `body` while a second thread runs `background` in a loop.
 pub fn with_background<R>(mut background: impl FnMut() + Send, body: impl FnOnce() -> R) -> R {
     let stop = AtomicBool::new(false);

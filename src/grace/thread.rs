@@ -232,12 +232,14 @@ fn set_hot(entry: *mut Entry) {
 pub(crate) struct Pin {
     slot: NonNull<AtomicU64>,
     /// Set when the pin was made without a thread entry (during thread teardown): the
-    /// participant is released with the pin.
-    orphan: Option<Arc<Participant>>,
+    /// participant is released with the pin. A plain pointer (its `Grace`'s registry holds the
+    /// participant, and the `Grace` outlives the pin, as for `slot`), so that dropping a pin
+    /// runs no reference-count code.
+    orphan: Option<NonNull<Participant>>,
 }
 
 impl Drop for Pin {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the slot belongs to a participant that its `Grace` keeps registered for as
         // long as the `Grace` lives, and every `Pin` is owned by a guard that borrows a
@@ -246,8 +248,9 @@ impl Drop for Pin {
         // ORDERING: Release pairs with the Acquire load in `Grace::slot_done`: a fence that
         // sees the slot cleared sees every access made under the guard.
         slot.store(0, Ordering::Release);
-        if let Some(p) = self.orphan.take() {
-            p.release();
+        if let Some(p) = self.orphan {
+            // SAFETY: registered in the pin's `Grace`, alive as `slot` is.
+            unsafe { p.as_ref() }.release();
         }
     }
 }
@@ -403,7 +406,7 @@ impl Grace {
         (
             Pin {
                 slot,
-                orphan: Some(participant),
+                orphan: Some(NonNull::from(&*participant)),
             },
             r,
         )

@@ -5,7 +5,7 @@
 //! switch never has to build or populate a domain; the device starts on domain 0's HWPT.
 //!
 //! Three flavours share the setup:
-//! - [`Flavor::Replace`]: one-shot `Device::translate` (one epoch pin and one domain snapshot
+//! - [`Flavor::Replace`]: one-shot `Device::translate_chunk` (one epoch pin and one domain snapshot
 //!   per translation) and `device_replace` to switch: the atomic publish.
 //! - [`Flavor::Guard64`]: the same, but a reader pins once (`Device::pin`) per block of 64
 //!   translations, as an emulator does for a descriptor chain.
@@ -15,7 +15,7 @@
 
 use super::two_domains::TwoDomains;
 use super::{translate_each, DomainIdx, Kind, Layout, OpError, Translator};
-use ::viommu::{Access, Device, Fault, FaultKind, Iommu, ObjId, Prot, Translation};
+use ::viommu::{Access, Chunk, Device, Fault, FaultKind, Iommu, ObjId, Prot, Translation};
 
 /// How readers translate and how the device switches domains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,22 @@ pub struct ViommuTranslator {
     ioas: [ObjId; 2],
     hwpt: [ObjId; 2],
     flavor: Flavor,
+}
+
+/// The target of `iova` for a request of `len` bytes, through `translate_chunk` (the fastest
+/// correct call): its chunk when that covers the request, else the whole request through
+/// `translate` (`full`), so a request that leaves its first leaf is still checked to its end.
+#[inline(always)]
+fn chunk_first_target<'g>(
+    chunk: Result<Chunk, Fault>,
+    len: u64,
+    full: impl FnOnce() -> Result<Translation<'g>, Fault>,
+) -> Result<u64, FaultKind> {
+    match chunk {
+        Ok(c) if c.len == len => Ok(c.target),
+        Ok(_) => first_target(full()),
+        Err(f) => Err(f.kind),
+    }
 }
 
 /// The target of a translation's first chunk (0 for an empty one), or the fault kind.
@@ -92,7 +108,9 @@ impl ViommuTranslator {
 impl Translator for ViommuTranslator {
     #[inline]
     fn translate(&self, iova: u64, len: u64, access: Access) -> Result<u64, FaultKind> {
-        first_target(self.dev.translate(iova, len, access))
+        chunk_first_target(self.dev.translate_chunk(iova, len, access), len, || {
+            self.dev.translate(iova, len, access)
+        })
     }
 
     #[inline]
@@ -106,7 +124,9 @@ impl Translator for ViommuTranslator {
         if self.flavor == Flavor::Guard64 {
             let guard = self.dev.pin();
             for (o, &iova) in out.iter_mut().zip(iovas) {
-                *o = first_target(guard.translate(iova, len, access));
+                *o = chunk_first_target(guard.translate_chunk(iova, len, access), len, || {
+                    guard.translate(iova, len, access)
+                });
             }
         } else {
             translate_each(self, iovas, len, access, out);
