@@ -75,18 +75,27 @@ fn main() -> Result<(), viommu::Error> {
             // `Mutex` (lock, walk, unlock).
             let mut r = radix::Radix::new();
             for i in 0..PAGES {
-                r.map(IOVA + i * PAGE, 0x40_0000_1000 + i * PAGE, PAGE, radix::READ | radix::WRITE)
-                    .expect("radix map");
+                r.map(
+                    IOVA + i * PAGE,
+                    0x40_0000_1000 + i * PAGE,
+                    PAGE,
+                    radix::READ | radix::WRITE,
+                )
+                .expect("radix map");
             }
             if mode == "radix" {
                 for i in 0..n {
-                    acc ^= r.translate(black_box(iova(i)), 512, radix::READ).unwrap_or(0);
+                    acc ^= r
+                        .translate(black_box(iova(i)), 512, radix::READ)
+                        .unwrap_or(0);
                 }
             } else {
                 let m = std::sync::Mutex::new(r);
                 for i in 0..n {
                     let t = m.lock().expect("poisoned");
-                    acc ^= t.translate(black_box(iova(i)), 512, radix::READ).unwrap_or(0);
+                    acc ^= t
+                        .translate(black_box(iova(i)), 512, radix::READ)
+                        .unwrap_or(0);
                 }
             }
         }

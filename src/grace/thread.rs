@@ -12,10 +12,10 @@
 //! thread to claim, so the registry is bounded by the most threads ever pinning at once.
 
 use super::Grace;
-use crate::sync::AtomicU64;
-use crate::sync::Ordering;
 #[cfg(not(all(target_arch = "x86_64", not(viommu_loom))))]
 use crate::sync::fence;
+use crate::sync::AtomicU64;
+use crate::sync::Ordering;
 use crate::sync::{compiler_fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
 use std::cell::RefCell;
 use std::ptr::NonNull;

@@ -420,7 +420,12 @@ impl PageTable {
     /// walk, returned in registers ([`crate::DmaGuard::translate_chunk`]). The caller has
     /// checked `last` against the aperture.
     #[inline(always)]
-    pub(crate) fn translate_chunk(&self, iova: u64, last: u64, access: Access) -> Result<Chunk, Fault> {
+    pub(crate) fn translate_chunk(
+        &self,
+        iova: u64,
+        last: u64,
+        access: Access,
+    ) -> Result<Chunk, Fault> {
         let (pte, mask) = self.leaf_for(iova, access)?;
         Ok(Chunk {
             iova,

@@ -118,6 +118,10 @@ use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
 
+mod dma_memory;
+
+pub use dma_memory::{DmaMemory, PinnedDmaMemory};
+
 /// Scratch `Iotlb`s a thread keeps for reuse: one per guard it holds at once, up to this many.
 /// A thread that holds more `DeviceIotlb`s at once allocates (and frees) the extra scratches.
 pub const SPARE_IOTLBS: usize = 4;
@@ -376,7 +380,18 @@ fn walk<'g>(
 /// names the faulting IOVA (clamped into the request) and the rest of the request.
 #[cold]
 fn fault_error(fault: Fault, start: u64, end: u64) -> IommuError {
-    let base = fault.iova.clamp(start, end - 1);
+    fault_error_len(fault, start, end - start)
+}
+
+/// vm-memory's error for a fault in the request of `len` (non-zero, at most a `usize`) bytes at
+/// `start`, which may end at 2^64: `CannotResolve` from the faulting IOVA (clamped into the
+/// request) to the request's end, with the fault's text.
+#[cold]
+#[inline(never)]
+fn fault_error_len(fault: Fault, start: u64, len: u64) -> IommuError {
+    // Offsets from `start`, so a request that ends at 2^64 needs no 65-bit end.
+    let off = fault.iova.wrapping_sub(start).min(len - 1);
+    let base = start.wrapping_add(off);
     let fault = Fault {
         iova: base,
         kind: fault.kind,
@@ -385,9 +400,38 @@ fn fault_error(fault: Fault, start: u64, end: u64) -> IommuError {
         iova_range: IovaRange {
             base: GuestAddress(base),
             // At most the request's length, which was a `usize`.
-            length: (end - base) as usize,
+            length: (len - off) as usize,
         },
         reason: fault.to_string(),
+    }
+}
+
+/// The first chunk of `[iova, iova + len)` (`len` non-zero) through `dma` for every access
+/// `perm` asks for, as [`walk`] checks them: `ReadWrite` walks the leaf for both.
+#[inline(always)]
+fn accesses_chunk(
+    dma: &DmaGuard<'_>,
+    iova: u64,
+    len: u64,
+    perm: Permissions,
+) -> Result<Chunk, Fault> {
+    match perm {
+        Permissions::Read => dma.translate_chunk(iova, len, Access::Read),
+        Permissions::Write => dma.translate_chunk(iova, len, Access::Write),
+        Permissions::ReadWrite => {
+            let read = dma.translate_chunk(iova, len, Access::Read)?;
+            dma.translate_chunk(iova, read.len, Access::Write)
+        }
+        Permissions::No => dma
+            .translate_chunk(iova, len, Access::Read)
+            .or_else(|fault| {
+                if fault.kind == FaultKind::Permission {
+                    dma.translate_chunk(iova, len, Access::Write)
+                        .map_err(|_| fault)
+                } else {
+                    Err(fault)
+                }
+            }),
     }
 }
 
