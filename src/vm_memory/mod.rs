@@ -1,4 +1,16 @@
-//! rust-vmm integration (feature `vm-memory`): vm-memory's [`Iommu`] trait over a [`Device`].
+//! rust-vmm integration (feature `vm-memory`): vm-memory's [`GuestMemory`] and [`Iommu`]
+//! traits over a [`Device`].
+//!
+//! Two ways in, both fenced by the device's [`DmaGuard`]s:
+//!
+//! * [`DmaMemory`] implements vm-memory's IOVA-level [`GuestMemory`] trait itself, over any
+//!   [`GuestMemoryBackend`] (so [`Bytes<GuestAddress>`](::vm_memory::Bytes) and virtio-queue
+//!   work on it), translating with [`DmaGuard::translate_chunk`] and no IOTLB;
+//!   [`PinnedDmaMemory`] is the same memory under one guard held around a descriptor chain.
+//!   The fast way, described in [`DmaMemory` and `PinnedDmaMemory`](#dmamemory-and-pinneddmamemory).
+//! * [`DeviceIommu`] implements vm-memory's [`Iommu`] trait, for users of vm-memory's own
+//!   [`IommuMemory`] (its IOVA-indexed dirty bitmap, its bypass switch). The rest of these
+//!   docs up to that section describe it.
 //!
 //! [`DeviceIommu`] wraps a device handle so that vm-memory's [`IommuMemory`] (and so every
 //! rust-vmm device built on it, virtio-queue's `Queue`, `Reader` and `Writer` included) reads
@@ -65,7 +77,7 @@
 //!   while the device still copies into the old target. The same holds for the answer of
 //!   `check_range`, which is stale as soon as it returns. A device that needs the fence for
 //!   its buffers accesses them with `Bytes` calls on the `IommuMemory` (through the
-//!   descriptors' addresses), or pins the [`Device`] itself around its `Reader`/`Writer` work.
+//!   descriptors' addresses), or, better, serves the chain through a [`PinnedDmaMemory`].
 //! * **Fenced, and so slow to fence:** `read_volatile_from` and `write_volatile_to` run their
 //!   `read(2)`/`write(2)` on a file or socket while the guard is held, and a `get_slices`
 //!   iterator kept across blocking I/O holds its guard just as long: every unmap and detach of
@@ -109,7 +121,55 @@
 //! through `Iotlb::lookup` and vm-memory's iterators, where the baseline moves a two-word
 //! `RwLockReadGuard`.
 //!
+//! # `DmaMemory` and `PinnedDmaMemory`
+//!
+//! [`DmaMemory<M>`](DmaMemory) holds a backend `M` (guest-physical memory, e.g.
+//! `GuestMemoryMmap`) and a [`Device`]. Its `get_slices` pins the device, translates the
+//! request's first chunk with [`DmaGuard::translate_chunk`] (and, only when that chunk does
+//! not cover the request, the rest, so a fault anywhere fails the call before a byte moves, as
+//! with `IommuMemory`), and returns an iterator that owns the guard and cuts each chunk's
+//! target into the backend's regions. Nothing is allocated and no `Iotlb` is involved; the
+//! iterator is the guard (or, pinned, a reference to it) and five words.
+//!
+//! [`DmaMemory::pin`] returns a [`PinnedDmaMemory`]: one [`DmaGuard`] (one snapshot of the
+//! device's domain, G1) that every access through it uses, so an access costs the leaf walk
+//! and no pin. The slices it hands out borrow it, so they cannot outlive the guard.
+//!
+//! **What is fenced.** An `ioas_unmap` or `device_detach` waits for every guard alive when it
+//! began, so:
+//!
+//! * through `DmaMemory`: every `Bytes` call (as with `IommuMemory`), and a `get_slices`
+//!   iterator while it is held; not a slice kept after its iterator is dropped (as virtio-queue's
+//!   `Reader::new` and `Writer::new` keep them);
+//! * through `PinnedDmaMemory`: everything, for as long as it lives. virtio-queue's `Reader`
+//!   and `Writer` built on a `&PinnedDmaMemory` borrow it, so every buffer copy of the chain
+//!   happens under its guard: pin around the chain (pop, `Reader`, `Writer`, `add_used`), drop
+//!   it after ([`docs::patterns`](crate::docs::patterns), "Pin around a descriptor chain").
+//!
+//! **`Send` and `Sync`.** `DmaGuard` is `!Send` (a pin belongs to its thread's slot), so
+//! `PinnedDmaMemory` and `DmaMemory`'s slice iterator are neither `Send` nor `Sync`.
+//! vm-memory's `GuestMemory` and virtio-queue's `Reader`, `Writer`, `DescriptorChain` and
+//! `Queue::pop_descriptor_chain` ask neither, so they work on it; a device shares the
+//! `DmaMemory` (which is `Send + Sync` when its backend is, and `Clone`) between its threads,
+//! and each thread pins its own chains.
+//!
+//! **Dirty tracking.** The slices are the backend's, with the backend region's bitmap: a write
+//! through an IOVA marks the guest-physical pages it lands in (what live migration scans),
+//! where `IommuMemory` marks an IOVA-indexed bitmap of its own. There is no bypass switch:
+//! a device without translation uses the backend itself (every `GuestMemoryBackend` is a
+//! `GuestMemory`).
+//!
+//! **Permissions and faults** are those of [`DeviceIommu`] (the table above, the same
+//! [`IommuError::CannotResolve`] inside [`GuestMemoryError::IommuError`]), checked chunk by
+//! chunk. A request may end exactly at 2^64; one that wraps past it faults. A chunk whose
+//! target the backend does not hold is `GuestMemoryError::InvalidGuestAddress`. A slice
+//! re-walks chunks after the first under the same guard, so an unmap racing with the
+//! iteration (it cannot return before the guard drops) can still turn a later chunk into an
+//! error item.
+//!
 //! [`GuestMemoryError::IommuError`]: ::vm_memory::GuestMemoryError::IommuError
+//! [`GuestMemory`]: ::vm_memory::GuestMemory
+//! [`GuestMemoryBackend`]: ::vm_memory::GuestMemoryBackend
 
 use crate::{Access, Chunk, Device, DmaGuard, Error, Fault, FaultKind, Prot, PAGE_SIZE};
 use ::vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
