@@ -177,6 +177,8 @@ impl Drop for Entry {
 
 /// The thread's entries, one per `Iommu` it has pinned. Boxed, so that [`HOT`] can point at
 /// one while the list grows.
+// The boxes are the point (stable addresses), not an oversight.
+#[allow(clippy::vec_box)]
 struct Entries(Vec<Box<Entry>>);
 
 impl Drop for Entries {
@@ -367,6 +369,7 @@ impl Grace {
     /// new one. Also drops entries of `Iommu`s that are gone (the caller then sets `HOT`).
     #[cold]
     #[inline(never)]
+    #[allow(clippy::vec_box)] // `Entries`' boxed list: stable addresses for `HOT`
     fn register<'e>(&self, entries: &'e mut Vec<Box<Entry>>) -> &'e mut Entry {
         // ORDERING: Relaxed: `alive` only decides when to forget a dead `Iommu`'s entry.
         entries.retain(|e| e.participant.alive.load(Ordering::Relaxed));
