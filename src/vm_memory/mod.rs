@@ -449,8 +449,9 @@ fn fault_error(fault: Fault, start: u64, end: u64) -> IommuError {
 #[cold]
 #[inline(never)]
 fn fault_error_len(fault: Fault, start: u64, len: u64) -> IommuError {
-    // Offsets from `start`, so a request that ends at 2^64 needs no 65-bit end.
-    let off = fault.iova.wrapping_sub(start).min(len - 1);
+    // Offsets from `start`, so a request that ends at 2^64 needs no 65-bit end. A walk widened
+    // to pages may fault below `start`: that is the request's first byte.
+    let off = fault.iova.saturating_sub(start).min(len - 1);
     let base = start.wrapping_add(off);
     let fault = Fault {
         iova: base,
