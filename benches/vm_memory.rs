@@ -1,5 +1,7 @@
 //! Bench of the `vm-memory` feature: 512-byte `Bytes::read_slice`s through
-//! `IommuMemory<GuestMemoryMmap, DeviceIommu>` against vm-memory's documented pattern, an
+//! `IommuMemory<GuestMemoryMmap, DeviceIommu>` and through `DmaMemory<GuestMemoryMmap>`
+//! (`dma_memory`: a pin per read; `dma_memory_pinned`: reads under one held
+//! `PinnedDmaMemory`, as inside a descriptor chain) against vm-memory's documented pattern, an
 //! `Iommu` whose `translate` is `Iotlb::lookup` on an `RwLock<Iotlb>` read guard (prefilled, so
 //! it never misses), and against bypass (no IOMMU: the floor).
 //!
@@ -35,7 +37,10 @@
 //!      readers refill what they use after every switch (one entry for `contiguous`, up to
 //!      256 for `256_pages`). Idle, it never misses after warm-up (the same cost as `swap`).
 //!
-//!    Each row prints the three designs' reads/s, the ratios adapter / baseline (higher is
+//!    `DmaMemory` runs as the adapter does (the same device, the same storm), in its own
+//!    columns with its ratio to `refill`.
+//!
+//!    Each row prints the designs' reads/s, the ratios adapter / baseline (higher is
 //!    better for the adapter), and the replaces each storm achieved per second. With 2 readers and a
 //!    storm on a 2-core machine there are three busy threads on two cores. The machine's load
 //!    average at the start is printed with the table.
@@ -47,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
-use viommu::vm_memory::DeviceIommu;
+use viommu::vm_memory::{DeviceIommu, DmaMemory};
 use viommu::{DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
 use vm_memory::{Bytes, GuestAddress, IommuMemory};
 
@@ -128,8 +133,25 @@ fn read(c: &mut Criterion) {
                     .unwrap();
             })
         });
-        // Where the adapter's time goes: the pin + walk alone.
         let dev = ours.iommu().device().clone();
+        let dma = DmaMemory::new(ram(), dev.clone());
+        g.bench_function(format!("dma_memory/{name}"), |b| {
+            b.iter(|| {
+                k += 1;
+                dma.read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                    .unwrap();
+            })
+        });
+        g.bench_function(format!("dma_memory_pinned/{name}"), |b| {
+            let chain = dma.pin();
+            b.iter(|| {
+                k += 1;
+                chain
+                    .read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                    .unwrap();
+            })
+        });
+        // Where the adapter's time goes: the pin + walk alone.
         g.bench_function(format!("pin_walk_only/{name}"), |b| {
             b.iter(|| {
                 k += 1;
@@ -231,10 +253,12 @@ fn throughput_table() {
             .join(" ")
     );
     println!(
-        "{:<11} {:>7} {:>6} {:>13} {:>13} {:>7} {:>13} {:>7} {:>13} {:>13} {:>13}",
+        "{:<11} {:>7} {:>6} {:>13} {:>7} {:>13} {:>13} {:>7} {:>13} {:>7} {:>13} {:>13} {:>13}",
         "shape",
         "readers",
         "load",
+        "dma_mem r/s",
+        "/refill",
         "viommu r/s",
         "swap r/s",
         "ratio",
@@ -249,6 +273,12 @@ fn throughput_table() {
         let (iommu, dev_id, hwpts, ours) = adapter(shape);
         let theirs = IommuMemory::new(ram(), SwapIommu::new(shape), true, ());
         let refill = IommuMemory::new(ram(), RefillIommu::new(shape), true, ());
+        let dma = DmaMemory::new(ram(), ours.iommu().device().clone());
+        let read_dma = |k: u64| {
+            let mut buf = [0u8; LEN];
+            dma.read_slice(black_box(&mut buf), black_box(shape.request(k)))
+                .unwrap();
+        };
         let read_ours = |k: u64| {
             let mut buf = [0u8; LEN];
             ours.read_slice(black_box(&mut buf), black_box(shape.request(k)))
@@ -274,6 +304,12 @@ fn throughput_table() {
                     iommu.device_replace(dev_id, hwpts[current]).unwrap();
                 };
                 let (ours_rps, ours_rep) = throughput(readers, read_ours, storm.then_some(replace));
+                let mut current = 0;
+                let replace = || {
+                    current ^= 1;
+                    iommu.device_replace(dev_id, hwpts[current]).unwrap();
+                };
+                let (dma_rps, _) = throughput(readers, read_dma, storm.then_some(replace));
                 let swap = || theirs.iommu().switch();
                 let (theirs_rps, theirs_rep) =
                     throughput(readers, read_theirs, storm.then_some(swap));
@@ -281,10 +317,12 @@ fn throughput_table() {
                 let (refill_rps, refill_rep) =
                     throughput(readers, read_refill, storm.then_some(switch));
                 println!(
-                    "{:<11} {:>7} {:>6} {:>13.0} {:>13.0} {:>6.2}x {:>13.0} {:>6.2}x {:>13.0} {:>13.0} {:>13.0}",
+                    "{:<11} {:>7} {:>6} {:>13.0} {:>6.2}x {:>13.0} {:>13.0} {:>6.2}x {:>13.0} {:>6.2}x {:>13.0} {:>13.0} {:>13.0}",
                     name,
                     readers,
                     if storm { "storm" } else { "idle" },
+                    dma_rps,
+                    dma_rps / refill_rps,
                     ours_rps,
                     theirs_rps,
                     ours_rps / theirs_rps,

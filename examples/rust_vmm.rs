@@ -1,6 +1,9 @@
-//! A rust-vmm style emulator: a DMA device serves a virtqueue through vm-memory's
-//! `IommuMemory` over `viommu::vm_memory::DeviceIommu`, while the guest moves the device back
-//! and forth between two domains (two IOASes mapping the same guest memory).
+//! A rust-vmm style emulator: a DMA device serves a virtqueue through
+//! `viommu::vm_memory::DmaMemory` (vm-memory's `GuestMemory` over the device, no IOTLB), while
+//! the guest moves the device back and forth between two domains (two IOASes mapping the same
+//! guest memory). Each descriptor chain is served under one `PinnedDmaMemory`: one domain
+//! snapshot for the whole chain, and every buffer copy of its `Reader` and `Writer` fenced
+//! against unmaps.
 //!
 //! ```text
 //! cargo run --release --features vm-memory --example rust_vmm [-- --seconds N]
@@ -14,12 +17,12 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use viommu::vm_memory::DeviceIommu;
+use viommu::vm_memory::DmaMemory;
 use viommu::{DeviceInfo, GroupId, HwptFlags, Iommu, Prot};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap, IommuMemory};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 const RAM: u64 = 0x40_0000;
 const IOVA: u64 = 0x1_0000_0000;
@@ -57,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     iommu.device_attach(dev_id, hwpt_a)?;
 
     // The device's view of memory: every address is an IOVA.
-    let mem = IommuMemory::new(ram.clone(), DeviceIommu::new(dev), true, ());
+    let mem = DmaMemory::new(ram.clone(), dev);
 
     // The guest moves the device between the domains while it works.
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,18 +114,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ordering::Release,
         )?;
 
-        // Device: pop the chain through the IOMMU, read the request, write the reply.
-        while let Some(chain) = queue.pop_descriptor_chain(&mem) {
+        // Device: pin around each chain, pop it through the IOMMU, read the request, write
+        // the reply. The Reader and Writer borrow the pinned memory, so their copies happen
+        // under its guard; dropping it at the end of the iteration lets fences complete.
+        loop {
+            let chain_mem = mem.pin();
+            let Some(chain) = queue.pop_descriptor_chain(&chain_mem) else {
+                break;
+            };
             let head = chain.head_index();
             let mut input = [0u8; 8];
-            let read = Reader::new(&mem, chain.clone()).map(|mut r| r.read_exact(&mut input));
+            let read = Reader::new(&chain_mem, chain.clone()).map(|mut r| r.read_exact(&mut input));
             let ok = matches!(read, Ok(Ok(()))) && {
                 let output = (u64::from_le_bytes(input) + 1).to_le_bytes();
-                let written = Writer::new(&mem, chain).map(|mut w| w.write_all(&output));
+                let written = Writer::new(&chain_mem, chain).map(|mut w| w.write_all(&output));
                 matches!(written, Ok(Ok(())))
             };
             faults += u64::from(!ok);
-            queue.add_used(&mem, head, 8)?;
+            queue.add_used(&chain_mem, head, 8)?;
             served += 1;
         }
         // Driver: check the reply.

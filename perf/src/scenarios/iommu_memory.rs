@@ -1,6 +1,8 @@
 //! `iommu-memory`: 512-byte `Bytes::read_slice` and `write_slice` through rust-vmm vm-memory's
-//! `IommuMemory<GuestMemoryMmap, _>`, over viommu's `DeviceIommu` (feature `vm-memory`) and
-//! over the two uses of vm-memory's documented `RwLock<Iotlb>` pattern
+//! `IommuMemory<GuestMemoryMmap, _>`, over viommu's `DeviceIommu` (feature `vm-memory`), through
+//! viommu's own `GuestMemory`, `DmaMemory<GuestMemoryMmap>` (`dma-memory`: a pin per access;
+//! `dma-memory-pinned`: one `PinnedDmaMemory` per timed block of 16 accesses, as a device
+//! pins around one descriptor chain), and over the two uses of vm-memory's documented `RwLock<Iotlb>` pattern
 //! ([`crate::baselines::vm_iommu`]): `swap` (prefilled, never misses; a switch swaps a
 //! prebuilt IOTLB in under the write lock: the pattern's cheapest switch) and `refill` (a cache
 //! in front of a `BTreeMap` domain, emptied by a switch and refilled under the write lock on a
@@ -15,8 +17,8 @@
 //! threads access in a loop, timing blocks of 16 accesses with `Instant` (the per-access
 //! percentiles); throughput is each reader's accesses over its measured time, summed. Under
 //! `storm` the case's own thread switches the device's domain every 10 µs (spinning on the
-//! clock): the adapter `device_replace`s between two HWPTs allocated on the same IOAS (the same
-//! IOVAs to the same memory); `swap` and `refill` do their own switch. The switches counted
+//! clock): the adapter and `DmaMemory` `device_replace` between two HWPTs allocated on the same
+//! IOAS (the same IOVAs to the same memory); `swap` and `refill` do their own switch. The switches counted
 //! are those inside the readers' measured window. An access that fails is counted as a fault
 //! (every access is mapped in both domains).
 
@@ -29,15 +31,21 @@ use crate::stats::{nanos, new_hist, record, Dist, Pacer};
 use hdrhistogram::Histogram;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use viommu::vm_memory::DeviceIommu;
+use viommu::vm_memory::{DeviceIommu, DmaMemory};
 use viommu::{DeviceInfo, GroupId, HwptFlags, Prot};
 use vm_memory::{Bytes, GuestAddress, IommuMemory};
 
 /// Accesses per timed block.
 const BLOCK: u64 = 16;
 
-/// The three designs, in report order.
-pub const DESIGNS: [&str; 3] = ["viommu", "swap", "refill"];
+/// The designs, in report order.
+pub const DESIGNS: [&str; 5] = [
+    "viommu",
+    "dma-memory",
+    "dma-memory-pinned",
+    "swap",
+    "refill",
+];
 
 /// The two accesses.
 pub const OPS: [&str; 2] = ["read", "write"];
@@ -54,17 +62,25 @@ pub fn timing(cfg: &Config) -> (Duration, Duration) {
 
 /// The row label `design/op/shape`, `'static` for the result records.
 pub fn label(design: &str, op: &str, shape: Shape) -> &'static str {
-    const LABELS: [&str; 12] = [
+    const LABELS: [&str; 20] = [
         "viommu/read/contiguous",
+        "dma-memory/read/contiguous",
+        "dma-memory-pinned/read/contiguous",
         "swap/read/contiguous",
         "refill/read/contiguous",
         "viommu/write/contiguous",
+        "dma-memory/write/contiguous",
+        "dma-memory-pinned/write/contiguous",
         "swap/write/contiguous",
         "refill/write/contiguous",
         "viommu/read/256_pages",
+        "dma-memory/read/256_pages",
+        "dma-memory-pinned/read/256_pages",
         "swap/read/256_pages",
         "refill/read/256_pages",
         "viommu/write/256_pages",
+        "dma-memory/write/256_pages",
+        "dma-memory-pinned/write/256_pages",
         "swap/write/256_pages",
         "refill/write/256_pages",
     ];
@@ -100,18 +116,27 @@ struct ReaderOut {
     hist: Histogram<u64>,
 }
 
-fn reader<F: Fn(u64) -> bool>(
-    one: &F,
+/// [`BLOCK`] accesses of `one`, requests `k + 1 ..= k + BLOCK`: the faults.
+#[inline(always)]
+fn block_of<F: Fn(u64) -> bool>(one: F, k: u64) -> u64 {
+    let mut faults = 0;
+    for i in 1..=BLOCK {
+        faults += u64::from(!one(k + i));
+    }
+    faults
+}
+
+/// `block(k)` runs the accesses of requests `k + 1 ..= k + BLOCK` and returns their faults.
+fn reader<F: Fn(u64) -> u64>(
+    block: &F,
     seed: u64,
     warm_until: Instant,
     until: Instant,
 ) -> ReaderOut {
     let mut k = seed * 31;
     while Instant::now() < warm_until {
-        for _ in 0..BLOCK {
-            k += 1;
-            black_box(one(k));
-        }
+        black_box(block(k));
+        k += BLOCK;
     }
     let mut o = ReaderOut {
         ops: 0,
@@ -125,12 +150,8 @@ fn reader<F: Fn(u64) -> bool>(
     let mut now = start;
     while now < until {
         let t0 = now;
-        for _ in 0..BLOCK {
-            k += 1;
-            if !one(k) {
-                o.faults += 1;
-            }
-        }
+        o.faults += block(k);
+        k += BLOCK;
         now = Instant::now();
         record(&mut o.hist, nanos(now - t0) / BLOCK);
         o.ops += BLOCK;
@@ -140,16 +161,16 @@ fn reader<F: Fn(u64) -> bool>(
     o
 }
 
-/// Runs `readers` threads of `one` for `warm` + `measure`, with `storm` (if any) switching
-/// every [`STORM_PERIOD`] on the calling thread, into `res`.
+/// Runs `readers` threads of `block` (see [`reader`]) for `warm` + `measure`, with `storm` (if
+/// any) switching every [`STORM_PERIOD`] on the calling thread, into `res`.
 fn measure<F, S>(
     res: &mut CaseResult,
     readers: usize,
     (warm, measure): (Duration, Duration),
-    one: &F,
+    block: &F,
     storm: Option<S>,
 ) where
-    F: Fn(u64) -> bool + Sync,
+    F: Fn(u64) -> u64 + Sync,
     S: FnMut() -> Result<(), String>,
 {
     let warm_until = Instant::now() + warm;
@@ -157,7 +178,7 @@ fn measure<F, S>(
     let mut switches = 0u64;
     let outs: Vec<ReaderOut> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..readers)
-            .map(|r| s.spawn(move || reader(one, r as u64, warm_until, until)))
+            .map(|r| s.spawn(move || reader(block, r as u64, warm_until, until)))
             .collect();
         if let Some(mut switch) = storm {
             let mut pacer = Pacer::new(STORM_PERIOD);
@@ -229,7 +250,8 @@ pub fn run(cfg: &Config, case: &Case) -> Vec<CaseResult> {
         iommu
             .device_attach(dev_id, hwpts[0])
             .expect("device_attach");
-        let ours = IommuMemory::new(ram(), DeviceIommu::new(dev), true, ());
+        let ours = IommuMemory::new(ram(), DeviceIommu::new(dev.clone()), true, ());
+        let dma = DmaMemory::new(ram(), dev);
         let swap = IommuMemory::new(ram(), SwapIommu::new(shape), true, ());
         let refill = IommuMemory::new(ram(), RefillIommu::new(shape), true, ());
         let mut current = 0;
@@ -240,15 +262,39 @@ pub fn run(cfg: &Config, case: &Case) -> Vec<CaseResult> {
                 for design in DESIGNS {
                     let mut res = CaseResult::new(case, storm);
                     res.baseline = label(design, op, shape);
+                    let replace = || {
+                        current ^= 1;
+                        iommu
+                            .device_replace(dev_id, hwpts[current])
+                            .map(|_| ())
+                            .map_err(|e| format!("{e} (errno {})", e.errno()))
+                    };
                     match design {
                         "viommu" => {
-                            let one = |k| access(&ours, shape, write, k);
-                            let replace = || {
-                                current ^= 1;
-                                iommu
-                                    .device_replace(dev_id, hwpts[current])
-                                    .map(|_| ())
-                                    .map_err(|e| format!("{e} (errno {})", e.errno()))
+                            let one = |k| block_of(|k| access(&ours, shape, write, k), k);
+                            measure(
+                                &mut res,
+                                case.readers,
+                                times,
+                                &one,
+                                stormy.then_some(replace),
+                            );
+                        }
+                        "dma-memory" => {
+                            let one = |k| block_of(|k| access(&dma, shape, write, k), k);
+                            measure(
+                                &mut res,
+                                case.readers,
+                                times,
+                                &one,
+                                stormy.then_some(replace),
+                            );
+                        }
+                        "dma-memory-pinned" => {
+                            // One pin around the block, as around a descriptor chain.
+                            let one = |k| {
+                                let chain = dma.pin();
+                                block_of(|k| access(&chain, shape, write, k), k)
                             };
                             measure(
                                 &mut res,
@@ -259,7 +305,7 @@ pub fn run(cfg: &Config, case: &Case) -> Vec<CaseResult> {
                             );
                         }
                         "swap" => {
-                            let one = |k| access(&swap, shape, write, k);
+                            let one = |k| block_of(|k| access(&swap, shape, write, k), k);
                             let switch = || {
                                 swap.iommu().switch();
                                 Ok(())
@@ -273,7 +319,7 @@ pub fn run(cfg: &Config, case: &Case) -> Vec<CaseResult> {
                             );
                         }
                         _ => {
-                            let one = |k| access(&refill, shape, write, k);
+                            let one = |k| block_of(|k| access(&refill, shape, write, k), k);
                             let switch = || {
                                 refill.iommu().switch();
                                 Ok(())
@@ -292,6 +338,7 @@ pub fn run(cfg: &Config, case: &Case) -> Vec<CaseResult> {
             }
         }
         drop(ours);
+        drop(dma);
         iommu.synchronize().expect("synchronize");
     }
     out
@@ -327,12 +374,16 @@ mod tests {
             }
             let h = [0, 1].map(|_| iommu.hwpt_alloc(dev_id, ioas, HwptFlags::empty()).unwrap());
             iommu.device_attach(dev_id, h[0]).unwrap();
-            let ours = IommuMemory::new(ram(), DeviceIommu::new(dev), true, ());
+            let ours = IommuMemory::new(ram(), DeviceIommu::new(dev.clone()), true, ());
+            let dma = DmaMemory::new(ram(), dev);
             for k in [0, 5, 200] {
                 assert!(access(&ours, shape, true, k));
+                assert!(access(&dma, shape, true, k));
                 iommu.device_replace(dev_id, h[(k % 2) as usize]).unwrap();
                 let mut buf = [0u8; LEN];
                 ours.read_slice(&mut buf, shape.request(k)).unwrap();
+                assert_eq!(buf, [k as u8; LEN]);
+                dma.pin().read_slice(&mut buf, shape.request(k)).unwrap();
                 assert_eq!(buf, [k as u8; LEN]);
             }
         }

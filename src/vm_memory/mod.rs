@@ -1,4 +1,16 @@
-//! rust-vmm integration (feature `vm-memory`): vm-memory's [`Iommu`] trait over a [`Device`].
+//! rust-vmm integration (feature `vm-memory`): vm-memory's [`GuestMemory`] and [`Iommu`]
+//! traits over a [`Device`].
+//!
+//! Two ways in, both fenced by the device's [`DmaGuard`]s:
+//!
+//! * [`DmaMemory`] implements vm-memory's IOVA-level [`GuestMemory`] trait itself, over any
+//!   [`GuestMemoryBackend`] (so [`Bytes<GuestAddress>`](::vm_memory::Bytes) and virtio-queue
+//!   work on it), translating with [`DmaGuard::translate_chunk`] and no IOTLB;
+//!   [`PinnedDmaMemory`] is the same memory under one guard held around a descriptor chain.
+//!   The fast way, described in [`DmaMemory` and `PinnedDmaMemory`](#dmamemory-and-pinneddmamemory).
+//! * [`DeviceIommu`] implements vm-memory's [`Iommu`] trait, for users of vm-memory's own
+//!   [`IommuMemory`] (its IOVA-indexed dirty bitmap, its bypass switch). The rest of these
+//!   docs up to that section describe it.
 //!
 //! [`DeviceIommu`] wraps a device handle so that vm-memory's [`IommuMemory`] (and so every
 //! rust-vmm device built on it, virtio-queue's `Queue`, `Reader` and `Writer` included) reads
@@ -65,7 +77,7 @@
 //!   while the device still copies into the old target. The same holds for the answer of
 //!   `check_range`, which is stale as soon as it returns. A device that needs the fence for
 //!   its buffers accesses them with `Bytes` calls on the `IommuMemory` (through the
-//!   descriptors' addresses), or pins the [`Device`] itself around its `Reader`/`Writer` work.
+//!   descriptors' addresses), or, better, serves the chain through a [`PinnedDmaMemory`].
 //! * **Fenced, and so slow to fence:** `read_volatile_from` and `write_volatile_to` run their
 //!   `read(2)`/`write(2)` on a file or socket while the guard is held, and a `get_slices`
 //!   iterator kept across blocking I/O holds its guard just as long: every unmap and detach of
@@ -109,7 +121,55 @@
 //! through `Iotlb::lookup` and vm-memory's iterators, where the baseline moves a two-word
 //! `RwLockReadGuard`.
 //!
+//! # `DmaMemory` and `PinnedDmaMemory`
+//!
+//! [`DmaMemory<M>`](DmaMemory) holds a backend `M` (guest-physical memory, e.g.
+//! `GuestMemoryMmap`) and a [`Device`]. Its `get_slices` pins the device, translates the
+//! request's first chunk with [`DmaGuard::translate_chunk`] (and, only when that chunk does
+//! not cover the request, the rest, so a fault anywhere fails the call before a byte moves, as
+//! with `IommuMemory`), and returns an iterator that owns the guard and cuts each chunk's
+//! target into the backend's regions. Nothing is allocated and no `Iotlb` is involved; the
+//! iterator is the guard (or, pinned, a reference to it) and five words.
+//!
+//! [`DmaMemory::pin`] returns a [`PinnedDmaMemory`]: one [`DmaGuard`] (one snapshot of the
+//! device's domain, G1) that every access through it uses, so an access costs the leaf walk
+//! and no pin. The slices it hands out borrow it, so they cannot outlive the guard.
+//!
+//! **What is fenced.** An `ioas_unmap` or `device_detach` waits for every guard alive when it
+//! began, so:
+//!
+//! * through `DmaMemory`: every `Bytes` call (as with `IommuMemory`), and a `get_slices`
+//!   iterator while it is held; not a slice kept after its iterator is dropped (as virtio-queue's
+//!   `Reader::new` and `Writer::new` keep them);
+//! * through `PinnedDmaMemory`: everything, for as long as it lives. virtio-queue's `Reader`
+//!   and `Writer` built on a `&PinnedDmaMemory` borrow it, so every buffer copy of the chain
+//!   happens under its guard: pin around the chain (pop, `Reader`, `Writer`, `add_used`), drop
+//!   it after ([`docs::patterns`](crate::docs::patterns), "Pin around a descriptor chain").
+//!
+//! **`Send` and `Sync`.** `DmaGuard` is `!Send` (a pin belongs to its thread's slot), so
+//! `PinnedDmaMemory` and `DmaMemory`'s slice iterator are neither `Send` nor `Sync`.
+//! vm-memory's `GuestMemory` and virtio-queue's `Reader`, `Writer`, `DescriptorChain` and
+//! `Queue::pop_descriptor_chain` ask neither, so they work on it; a device shares the
+//! `DmaMemory` (which is `Send + Sync` when its backend is, and `Clone`) between its threads,
+//! and each thread pins its own chains.
+//!
+//! **Dirty tracking.** The slices are the backend's, with the backend region's bitmap: a write
+//! through an IOVA marks the guest-physical pages it lands in (what live migration scans),
+//! where `IommuMemory` marks an IOVA-indexed bitmap of its own. There is no bypass switch:
+//! a device without translation uses the backend itself (every `GuestMemoryBackend` is a
+//! `GuestMemory`).
+//!
+//! **Permissions and faults** are those of [`DeviceIommu`] (the table above, the same
+//! [`IommuError::CannotResolve`] inside [`GuestMemoryError::IommuError`]), checked chunk by
+//! chunk. A request may end exactly at 2^64; one that wraps past it faults. A chunk whose
+//! target the backend does not hold is `GuestMemoryError::InvalidGuestAddress`. A slice
+//! re-walks chunks after the first under the same guard, so an unmap racing with the
+//! iteration (it cannot return before the guard drops) can still turn a later chunk into an
+//! error item.
+//!
 //! [`GuestMemoryError::IommuError`]: ::vm_memory::GuestMemoryError::IommuError
+//! [`GuestMemory`]: ::vm_memory::GuestMemory
+//! [`GuestMemoryBackend`]: ::vm_memory::GuestMemoryBackend
 
 use crate::{Access, Chunk, Device, DmaGuard, Error, Fault, FaultKind, Prot, PAGE_SIZE};
 use ::vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
@@ -117,6 +177,10 @@ use ::vm_memory::{GuestAddress, Iommu, IommuMemory, Iotlb, Permissions};
 use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
+
+mod dma_memory;
+
+pub use dma_memory::{DmaMemory, PinnedDmaMemory};
 
 /// Scratch `Iotlb`s a thread keeps for reuse: one per guard it holds at once, up to this many.
 /// A thread that holds more `DeviceIotlb`s at once allocates (and frees) the extra scratches.
@@ -376,7 +440,19 @@ fn walk<'g>(
 /// names the faulting IOVA (clamped into the request) and the rest of the request.
 #[cold]
 fn fault_error(fault: Fault, start: u64, end: u64) -> IommuError {
-    let base = fault.iova.clamp(start, end - 1);
+    fault_error_len(fault, start, end - start)
+}
+
+/// vm-memory's error for a fault in the request of `len` (non-zero, at most a `usize`) bytes at
+/// `start`, which may end at 2^64: `CannotResolve` from the faulting IOVA (clamped into the
+/// request) to the request's end, with the fault's text.
+#[cold]
+#[inline(never)]
+fn fault_error_len(fault: Fault, start: u64, len: u64) -> IommuError {
+    // Offsets from `start`, so a request that ends at 2^64 needs no 65-bit end. A walk widened
+    // to pages may fault below `start`: that is the request's first byte.
+    let off = fault.iova.saturating_sub(start).min(len - 1);
+    let base = start.wrapping_add(off);
     let fault = Fault {
         iova: base,
         kind: fault.kind,
@@ -385,9 +461,38 @@ fn fault_error(fault: Fault, start: u64, end: u64) -> IommuError {
         iova_range: IovaRange {
             base: GuestAddress(base),
             // At most the request's length, which was a `usize`.
-            length: (end - base) as usize,
+            length: (len - off) as usize,
         },
         reason: fault.to_string(),
+    }
+}
+
+/// The first chunk of `[iova, iova + len)` (`len` non-zero) through `dma` for every access
+/// `perm` asks for, as [`walk`] checks them: `ReadWrite` walks the leaf for both.
+#[inline(always)]
+fn accesses_chunk(
+    dma: &DmaGuard<'_>,
+    iova: u64,
+    len: u64,
+    perm: Permissions,
+) -> Result<Chunk, Fault> {
+    match perm {
+        Permissions::Read => dma.translate_chunk(iova, len, Access::Read),
+        Permissions::Write => dma.translate_chunk(iova, len, Access::Write),
+        Permissions::ReadWrite => {
+            let read = dma.translate_chunk(iova, len, Access::Read)?;
+            dma.translate_chunk(iova, read.len, Access::Write)
+        }
+        Permissions::No => dma
+            .translate_chunk(iova, len, Access::Read)
+            .or_else(|fault| {
+                if fault.kind == FaultKind::Permission {
+                    dma.translate_chunk(iova, len, Access::Write)
+                        .map_err(|_| fault)
+                } else {
+                    Err(fault)
+                }
+            }),
     }
 }
 
