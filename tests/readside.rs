@@ -728,3 +728,114 @@ fn a_dma_thread_on_nested_domains_never_allocates_or_frees() {
     assert!(ok > 1000, "the DMA thread translated {ok} times");
     assert_eq!(ops, 0, "the DMA thread allocated or freed {ops} times");
 }
+
+/// G12 for deferred unmaps: `UnmapCompletion::wait` waits for the guards alive when the
+/// unmap cleared the range, not for a guard made after `ioas_unmap_deferred` returned (that
+/// guard cannot see the range), however long it is held. An older guard makes the wait
+/// actually wait; once it is dropped, the wait returns while the newer guard lives on.
+#[test]
+fn deferred_unmap_wait_ignores_guards_made_after_it() {
+    let iommu = Iommu::new();
+    let (dev_id, dev) = bind(&iommu, 1);
+    let ioas = iommu.ioas_alloc().unwrap();
+    for page in 0..2 {
+        iommu
+            .ioas_map(
+                ioas,
+                Some(0x10_0000 + page * PAGE),
+                0x8000_0000 + page * PAGE,
+                PAGE,
+                Prot::RW,
+            )
+            .unwrap();
+    }
+    iommu.device_attach(dev_id, ioas).unwrap();
+    // A guard that may have translated into the page: the wait must wait for it.
+    let (old_pinned_tx, old_pinned_rx) = mpsc::channel();
+    let (old_release_tx, old_release_rx) = mpsc::channel::<()>();
+    let old_dev = dev.clone();
+    let older = thread::spawn(move || {
+        let guard = old_dev.pin();
+        old_pinned_tx.send(()).unwrap();
+        let _ = old_release_rx.recv();
+        drop(guard);
+    });
+    old_pinned_rx.recv().unwrap();
+    let completion = iommu.ioas_unmap_deferred(ioas, 0x10_0000, PAGE).unwrap();
+    // A guard made after the unmap: it cannot see the page.
+    let (new_pinned_tx, new_pinned_rx) = mpsc::channel();
+    let (new_release_tx, new_release_rx) = mpsc::channel::<()>();
+    let newer = thread::spawn(move || {
+        let guard = dev.pin();
+        let gone = guard.translate_chunk(0x10_0000, 8, Access::Read);
+        assert_eq!(gone.map_err(|f| f.kind), Err(FaultKind::Unmapped));
+        new_pinned_tx.send(()).unwrap();
+        // Held until the main thread has seen the wait return (or given up on it).
+        let _ = new_release_rx.recv();
+        drop(guard);
+    });
+    new_pinned_rx.recv().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = thread::spawn(move || done_tx.send(completion.wait()).unwrap());
+    // The older guard holds the wait.
+    assert!(done_rx.recv_timeout(Duration::from_millis(50)).is_err());
+    old_release_tx.send(()).unwrap();
+    older.join().unwrap();
+    // Generous: with the older guard gone the wait has nothing left to wait for; only a wait
+    // that blocks on the newer guard takes this long.
+    let outcome = done_rx.recv_timeout(Duration::from_secs(30));
+    new_release_tx.send(()).unwrap();
+    newer.join().unwrap();
+    waiter.join().unwrap();
+    assert_eq!(
+        outcome.expect("the wait blocked on a guard made after the unmap"),
+        Ok(PAGE)
+    );
+}
+
+/// `EDEADLK` is exact for a deferred unmap's wait: a thread that holds only a guard made after
+/// the unmap waits (for nothing) and succeeds; one that holds a guard made before it gets
+/// `EDEADLK`.
+#[test]
+fn deferred_unmap_wait_deadlock_is_exact() {
+    let iommu = Iommu::new();
+    let (dev_id, dev) = bind(&iommu, 1);
+    let ioas = iommu.ioas_alloc().unwrap();
+    for page in 0..2 {
+        iommu
+            .ioas_map(
+                ioas,
+                Some(0x10_0000 + page * PAGE),
+                0x8000_0000 + page * PAGE,
+                PAGE,
+                Prot::RW,
+            )
+            .unwrap();
+    }
+    iommu.device_attach(dev_id, ioas).unwrap();
+    // Another thread's guard made before the unmap, dropped a little later: the wait really
+    // waits (for it alone).
+    let (pinned_tx, pinned_rx) = mpsc::channel();
+    let other_dev = dev.clone();
+    let other = thread::spawn(move || {
+        let guard = other_dev.pin();
+        pinned_tx.send(()).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        drop(guard);
+    });
+    pinned_rx.recv().unwrap();
+    let completion = iommu.ioas_unmap_deferred(ioas, 0x10_0000, PAGE).unwrap();
+    let newer = dev.pin();
+    assert_eq!(completion.wait(), Ok(PAGE));
+    drop(newer);
+    other.join().unwrap();
+    let older = dev.pin();
+    let completion = iommu
+        .ioas_unmap_deferred(ioas, 0x10_0000 + PAGE, PAGE)
+        .unwrap();
+    assert_eq!(
+        completion.wait().map_err(|e| e.errno()),
+        Err(viommu::errno::EDEADLK)
+    );
+    drop(older);
+}

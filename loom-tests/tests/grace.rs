@@ -298,3 +298,58 @@ fn pin_vs_delist() {
         assert_nothing_live(&iommu);
     });
 }
+
+/// G12 for a deferred unmap's wait: it waits for the guards alive when the unmap took its
+/// ticket, never for one made after. The reader holds a guard from before the unmap (the wait
+/// must wait for it), pins a second guard after the unmap, lets the writer start waiting,
+/// drops the first, and holds the second until the wait has returned. A wait that also waited for the newer guard would
+/// never return (loom reports the livelock).
+#[test]
+fn deferred_wait_vs_newer_guard() {
+    model("deferred_wait_vs_newer_guard", || {
+        let iommu = Iommu::new();
+        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
+        let old_pinned = Arc::new(AtomicBool::new(false));
+        let unmapped = Arc::new(AtomicBool::new(false));
+        let new_pinned = Arc::new(AtomicBool::new(false));
+        let waited = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (dev, old_pinned, unmapped, new_pinned, waited) = (
+                dev.clone(),
+                old_pinned.clone(),
+                unmapped.clone(),
+                new_pinned.clone(),
+                waited.clone(),
+            );
+            thread::spawn(move || {
+                let older = dev.pin();
+                old_pinned.store(true, Ordering::Release);
+                while !unmapped.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                let newer = dev.pin();
+                assert_eq!(page_target(&newer, IOVA), Err(FaultKind::Unmapped));
+                new_pinned.store(true, Ordering::Release);
+                // Dropped while the writer may already wait for it.
+                drop(older);
+                while !waited.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                drop(newer);
+            })
+        };
+        while !old_pinned.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        let completion = iommu.ioas_unmap_deferred(ioas, IOVA, PAGE).unwrap();
+        unmapped.store(true, Ordering::Release);
+        while !new_pinned.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        assert_eq!(completion.wait().unwrap(), PAGE);
+        waited.store(true, Ordering::Release);
+        reader.join().unwrap();
+        iommu.device_detach(dev_id).unwrap();
+        assert_nothing_live(&iommu);
+    });
+}

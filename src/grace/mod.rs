@@ -299,15 +299,19 @@ impl Grace {
         self.safe.load(Ordering::Acquire) >= ticket.0
     }
 
-    /// Waits until every guard alive when `ticket` was made has been dropped. The caller has
-    /// checked that it holds no guard of this `Iommu` itself.
+    /// Waits until every guard alive when `ticket` was made has been dropped, and no other:
+    /// a guard made after the ticket (it recorded an epoch `>= ticket` and sees what the
+    /// ticket covers) never delays the wait, however long it lives (G12). One wait settles
+    /// every ticket up to this one (`safe` advances to it). The caller has checked that it
+    /// holds no guard older than the ticket itself ([`Grace::is_pinned_before`]).
     pub(crate) fn wait_for(&self, ticket: Ticket) {
         // ORDERING: Acquire pairs with the AcqRel `fetch_max` below (another waiter's).
         if self.safe.load(Ordering::Acquire) >= ticket.0 {
             return;
         }
-        // A target of our own, after `ticket`: one wait settles every ticket made so far.
-        let target = self.bump();
+        // The ticket's own bump is the target: its heavy fence comes now, after the bump
+        // (on this thread, or on the one that made the ticket, which happens before us).
+        let target = ticket.0;
         self.heavy_fence();
         for p in self.scan(target).waiting {
             for slot in p.slots() {
@@ -515,7 +519,13 @@ impl Grace {
 
     /// True if the calling thread holds a guard of this `Iommu`: a fence would wait for it.
     pub(crate) fn is_pinned(&self) -> bool {
-        thread::is_pinned(self)
+        thread::is_pinned(self, u64::MAX)
+    }
+
+    /// True if the calling thread holds a guard of this `Iommu` made before `ticket`: waiting
+    /// for the ticket would wait for it.
+    pub(crate) fn is_pinned_before(&self, ticket: Ticket) -> bool {
+        thread::is_pinned(self, ticket.0)
     }
 }
 

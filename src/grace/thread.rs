@@ -472,15 +472,19 @@ impl Grace {
     }
 }
 
-/// True if the calling thread holds a pin of `grace`.
-pub(super) fn is_pinned(grace: &Grace) -> bool {
+/// True if the calling thread holds a pin of `grace` with an epoch below `before`.
+pub(super) fn is_pinned(grace: &Grace, before: u64) -> bool {
     ENTRIES
         .try_with(|entries| {
             entries.try_borrow().ok().is_some_and(|entries| {
-                entries
-                    .0
-                    .iter()
-                    .any(|e| e.grace == grace.id && e.participant.any_pinned())
+                entries.0.iter().any(|e| {
+                    e.grace == grace.id
+                        && e.participant.slots().any(|s| {
+                            // ORDERING: Relaxed: the owner reads its own slots.
+                            let v = s.load(Ordering::Relaxed);
+                            v != 0 && v < before
+                        })
+                })
             })
         })
         .unwrap_or(false)

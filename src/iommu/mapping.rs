@@ -35,11 +35,13 @@ impl UnmapCompletion {
         self.grace.is_done(self.ticket)
     }
 
-    /// Waits for the fence and frees what it covered; returns the bytes unmapped. `EDEADLK`
-    /// if the fence has not completed and the calling thread holds a guard of this `Iommu`.
+    /// Waits for the fence and frees what it covered; returns the bytes unmapped. It waits
+    /// only for the guards that were alive when the unmap cleared the range: a guard made
+    /// after `ioas_unmap_deferred` returned never delays it. `EDEADLK` if the fence has not
+    /// completed and the calling thread holds a guard of this `Iommu` made before the unmap.
     pub fn wait(self) -> Result<u64> {
         if !self.grace.is_done(self.ticket) {
-            if self.grace.is_pinned() {
+            if self.grace.is_pinned_before(self.ticket) {
                 return Err(Error::Deadlock {
                     call: "UnmapCompletion::wait",
                 });
