@@ -25,13 +25,15 @@ fn iommu_memory_row<'a>(
     })
 }
 
-/// One target: the access (`read` or `write`), the threads, the storm, the ratio to `refill`
-/// it needs, and the goal.
-type Goal = (&'static str, usize, Storm, f64, &'static str);
+/// One target: the design (`viommu` is `DeviceIommu` under `IommuMemory`, `dma-memory` and
+/// `dma-memory-pinned` are `DmaMemory`), the access (`read` or `write`), the threads, the
+/// storm, the ratio to `refill` it needs, and the goal.
+type Goal = (&'static str, &'static str, usize, Storm, f64, &'static str);
 
 /// The targets, in report order.
-const GOALS: [Goal; 6] = [
+const GOALS: [Goal; 14] = [
     (
+        "viommu",
         "read",
         1,
         Storm::None,
@@ -39,6 +41,7 @@ const GOALS: [Goal; 6] = [
         "IommuMemory read_slice 512B, 1 reader, idle: >= 0.5x refill RwLock<Iotlb> reads/s",
     ),
     (
+        "viommu",
         "read",
         1,
         Storm::Replace,
@@ -46,6 +49,7 @@ const GOALS: [Goal; 6] = [
         "IommuMemory read_slice 512B, 1 reader, replace storm: >= 2x refill reads/s",
     ),
     (
+        "viommu",
         "read",
         2,
         Storm::Replace,
@@ -53,6 +57,7 @@ const GOALS: [Goal; 6] = [
         "IommuMemory read_slice 512B, 2 readers, replace storm: >= 3x refill reads/s",
     ),
     (
+        "viommu",
         "write",
         1,
         Storm::None,
@@ -60,6 +65,7 @@ const GOALS: [Goal; 6] = [
         "IommuMemory write_slice 512B, 1 writer, idle: >= 0.5x refill RwLock<Iotlb> writes/s",
     ),
     (
+        "viommu",
         "write",
         1,
         Storm::Replace,
@@ -67,11 +73,76 @@ const GOALS: [Goal; 6] = [
         "IommuMemory write_slice 512B, 1 writer, replace storm: >= 2x refill writes/s",
     ),
     (
+        "viommu",
         "write",
         2,
         Storm::Replace,
         3.0,
         "IommuMemory write_slice 512B, 2 writers, replace storm: >= 3x refill writes/s",
+    ),
+    (
+        "dma-memory",
+        "read",
+        1,
+        Storm::None,
+        1.0,
+        "DmaMemory read_slice 512B, 1 reader, idle: >= 1.0x refill reads/s",
+    ),
+    (
+        "dma-memory",
+        "read",
+        1,
+        Storm::Replace,
+        2.0,
+        "DmaMemory read_slice 512B, 1 reader, replace storm: >= 2x refill reads/s",
+    ),
+    (
+        "dma-memory",
+        "read",
+        2,
+        Storm::Replace,
+        3.0,
+        "DmaMemory read_slice 512B, 2 readers, replace storm: >= 3x refill reads/s",
+    ),
+    (
+        "dma-memory",
+        "write",
+        1,
+        Storm::None,
+        1.0,
+        "DmaMemory write_slice 512B, 1 writer, idle: >= 1.0x refill writes/s",
+    ),
+    (
+        "dma-memory",
+        "write",
+        1,
+        Storm::Replace,
+        2.0,
+        "DmaMemory write_slice 512B, 1 writer, replace storm: >= 2x refill writes/s",
+    ),
+    (
+        "dma-memory",
+        "write",
+        2,
+        Storm::Replace,
+        3.0,
+        "DmaMemory write_slice 512B, 2 writers, replace storm: >= 3x refill writes/s",
+    ),
+    (
+        "dma-memory-pinned",
+        "read",
+        1,
+        Storm::None,
+        2.0,
+        "PinnedDmaMemory (one pin per chain of 16) read_slice 512B, idle: >= 2x refill reads/s",
+    ),
+    (
+        "dma-memory-pinned",
+        "write",
+        1,
+        Storm::None,
+        2.0,
+        "PinnedDmaMemory (one pin per chain of 16) write_slice 512B, idle: >= 2x refill writes/s",
     ),
 ];
 
@@ -85,11 +156,11 @@ pub(super) fn targets(rs: &[CaseResult], out: &mut Vec<Target>) {
 }
 
 /// One goal's target: every shape must meet it.
-fn target(rs: &[CaseResult], (op, readers, storm, want, goal): Goal) -> Target {
+fn target(rs: &[CaseResult], (design, op, readers, storm, want, goal): Goal) -> Target {
     let mut parts = Vec::new();
     let mut pass = true;
     for shape in ["contiguous", "256_pages"] {
-        let Some((x, part)) = shape_part(rs, op, shape, readers, storm) else {
+        let Some((x, part)) = shape_part(rs, design, op, shape, readers, storm) else {
             continue;
         };
         pass &= x >= want;
@@ -117,17 +188,18 @@ fn target(rs: &[CaseResult], (op, readers, storm, want, goal): Goal) -> Target {
     }
 }
 
-/// viommu over `refill` (the ratio the target judges) for `op` on `shape`, and the text of
+/// `design` over `refill` (the ratio the target judges) for `op` on `shape`, and the text of
 /// it with `swap` beside; `None` if a row is missing.
 fn shape_part(
     rs: &[CaseResult],
+    design: &str,
     op: &str,
     shape: &str,
     readers: usize,
     storm: Storm,
 ) -> Option<(f64, String)> {
     let row = |d| iommu_memory_row(rs, d, op, shape, readers, storm);
-    let (Some(v), Some(refill), Some(swap)) = (row("viommu"), row("refill"), row("swap")) else {
+    let (Some(v), Some(refill), Some(swap)) = (row(design), row("refill"), row("swap")) else {
         return None;
     };
     let x = v.mops / refill.mops;
@@ -140,7 +212,7 @@ fn shape_part(
     if storm != Storm::None {
         let _ = write!(
             part,
-            " (switches/s viommu {:.0}k, refill {:.0}k, swap {:.0}k)",
+            " (switches/s {design} {:.0}k, refill {:.0}k, swap {:.0}k)",
             v.writer_ops_per_s / 1e3,
             refill.writer_ops_per_s / 1e3,
             swap.writer_ops_per_s / 1e3
@@ -152,38 +224,50 @@ fn shape_part(
 fn iommu_memory_table(rs: &[CaseResult]) -> Option<String> {
     let rows = table_rows(rs, Scenario::IommuMemory)?;
     let mut t = Table::new(&[
+        "design",
         "shape",
         "access",
         "threads",
         "storm",
-        "viommu M/s",
+        "M/s",
         "swap M/s",
         "refill M/s",
         "vs swap",
         "vs refill",
-        "viommu p50",
+        "p50",
         "p99",
         "p99.9",
         "swap p99.9",
         "refill p99.9",
-        "switch/s viommu",
+        "switch/s",
         "swap",
         "refill",
         "faults",
     ]);
-    for v in rows.iter().filter(|r| r.baseline.starts_with("viommu/")) {
-        let mut it = v.baseline.split('/').skip(1);
-        let (Some(op), Some(shape)) = (it.next(), it.next()) else {
-            continue;
-        };
-        t.row(table_row(rs, v, op, shape));
+    for design in ["viommu", "dma-memory", "dma-memory-pinned"] {
+        for v in rows
+            .iter()
+            .filter(|r| r.baseline.split('/').next() == Some(design))
+        {
+            let mut it = v.baseline.split('/').skip(1);
+            let (Some(op), Some(shape)) = (it.next(), it.next()) else {
+                continue;
+            };
+            t.row(table_row(rs, v, design, op, shape));
+        }
     }
     Some(t.render(2))
 }
 
-/// The viommu row `v` of the table, with the `swap` and `refill` rows of its shape, access,
-/// threads and storm.
-fn table_row(rs: &[CaseResult], v: &CaseResult, op: &str, shape: &str) -> Vec<String> {
+/// The row `v` of `design` in the table, with the `swap` and `refill` rows of its shape,
+/// access, threads and storm.
+fn table_row(
+    rs: &[CaseResult],
+    v: &CaseResult,
+    design: &str,
+    op: &str,
+    shape: &str,
+) -> Vec<String> {
     let swap = iommu_memory_row(rs, "swap", op, shape, v.readers, v.storm);
     let refill = iommu_memory_row(rs, "refill", op, shape, v.readers, v.storm);
     let mops = |r: Option<&CaseResult>| r.map_or("-".into(), |r| format!("{:.2}", r.mops));
@@ -196,6 +280,7 @@ fn table_row(rs: &[CaseResult], v: &CaseResult, op: &str, shape: &str) -> Vec<St
     };
     let faults = v.faults + swap.map_or(0, |r| r.faults) + refill.map_or(0, |r| r.faults);
     [
+        design.to_string(),
         shape.to_string(),
         op.to_string(),
         v.readers.to_string(),
@@ -229,10 +314,11 @@ pub(super) fn section(s: &mut String, rs: &[CaseResult]) {
     if let Some(t) = iommu_memory_table(rs) {
         let _ = writeln!(
             s,
-            "\n== {}: {}\n{t}M/s: 512-byte accesses per second (millions) through vm-memory's IommuMemory, summed over threads.\n\
-             viommu: DeviceIommu; swap: a prefilled RwLock<Iotlb> (a switch swaps a prebuilt IOTLB in under the write lock,\n\
+            "\n== {}: {}\n{t}M/s: 512-byte accesses per second (millions), summed over threads. viommu: vm-memory's IommuMemory over\n\
+             DeviceIommu; dma-memory: viommu's own GuestMemory (DmaMemory, a pin per access); dma-memory-pinned: one\n\
+             PinnedDmaMemory per block of 16 accesses (as around a descriptor chain); swap: a prefilled RwLock<Iotlb> (a switch swaps a prebuilt IOTLB in under the write lock,\n\
              its cheapest); refill: the RwLock<Iotlb> as a cache in front of a BTreeMap domain, emptied by a switch and\n\
-             refilled under the write lock (vm-memory's documented use). vs: viommu / that baseline (the targets use refill).\n\
+             refilled under the write lock (vm-memory's documented use). vs: the row's design / that baseline (the targets use refill).\n\
              p50..p99.9: per access, timed in blocks of 16. storm: a domain switch every 10us (viommu: device_replace\n\
              between two HWPTs of one IOAS); switch/s: the switches each storm achieved in the measured window.",
             Scenario::IommuMemory.name(),
