@@ -28,6 +28,45 @@ pub(super) fn targets(rs: &[CaseResult], out: &mut Vec<Target>) {
         out.push(warm_target(rs, api, what));
     }
     out.push(replace_target(rs));
+    out.push(identity_target(rs));
+}
+
+/// The identity domain's target: a one-shot identity translation no slower than a one-shot
+/// paging translation of one page (same IOVA over and over, and the sweep).
+fn identity_target(rs: &[CaseResult]) -> Target {
+    let goal =
+        "identity translate, one-shot: at least as fast as a paging one-shot of a single page";
+    let rows: Vec<(&str, (f64, f64, f64))> = [("same", "paging-same"), ("walk", "paging-walk")]
+        .into_iter()
+        .filter_map(|(r, p)| {
+            Some((
+                r,
+                nested_ratio(
+                    rs,
+                    &format!("oneshot/identity-{r}"),
+                    &format!("oneshot/{p}"),
+                )?,
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Target {
+            goal,
+            measured: "not measured (needs nested-translate)".into(),
+            pass: None,
+        };
+    }
+    let measured = rows
+        .iter()
+        .map(|(r, (x, n, p))| format!("{r} {x:.2}x of paging ({n:.1} vs {p:.1}ns)"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Target {
+        goal,
+        measured,
+        // Medians of a few nanoseconds: equal within the clock's resolution counts as met.
+        pass: Some(rows.iter().all(|(_, (_, n, p))| *n <= *p + 0.5)),
+    }
 }
 
 /// The warm nested translate target of `api` (`oneshot` or `guard`), with the cold rows

@@ -86,6 +86,8 @@ struct Probe<'a> {
     ticks: Vec<u64>,
     faults: u64,
     wrong: u64,
+    /// The row translates through an identity domain: every target is its IOVA.
+    identity: bool,
 }
 
 impl<'a> Probe<'a> {
@@ -100,7 +102,14 @@ impl<'a> Probe<'a> {
             ticks: Vec::with_capacity(1 << 16),
             faults: 0,
             wrong: 0,
+            identity: false,
         }
+    }
+
+    /// Marks the row as an identity domain's (targets are the IOVAs themselves).
+    fn identity(mut self) -> Self {
+        self.identity = true;
+        self
     }
 
     fn vs(mut self, a: &'static str, b: Option<&'static str>) -> Self {
@@ -127,7 +136,7 @@ impl<'a> Probe<'a> {
             for (&i, &o) in iovas.iter().zip(out.iter()) {
                 if o == 0 {
                     self.faults += 1;
-                } else if o != target_of(i) {
+                } else if o != if self.identity { i } else { target_of(i) } {
                     self.wrong += 1;
                 }
             }
@@ -137,7 +146,11 @@ impl<'a> Probe<'a> {
 
 /// The labels, `'static` for the result records.
 fn label(api: &str, row: &str) -> &'static str {
-    const LABELS: [&str; 16] = [
+    const LABELS: [&str; 20] = [
+        "oneshot/identity-same",
+        "oneshot/identity-walk",
+        "guard/identity-same",
+        "guard/identity-walk",
         "oneshot/paging-same",
         "oneshot/smmuv3-warm",
         "oneshot/vtd-warm",
@@ -237,12 +250,36 @@ pub fn run_translate(cfg: &Config, case: &Case) -> Vec<CaseResult> {
         })
         .collect();
     let paging = &world.paging;
+    // An identity HWPT over the whole stage-2 input range: the same IOVAs translate to
+    // themselves, with no walk (the cheapest domain there is).
+    let (id_dev_id, identity) = world.bind(1 + Nest::ALL.len() as u32);
+    let id_hwpt = world
+        .iommu
+        .hwpt_alloc_identity(id_dev_id, &[0..1u64 << 40])
+        .expect("hwpt_alloc_identity");
+    world
+        .iommu
+        .device_attach(id_dev_id, id_hwpt)
+        .expect("device_attach");
     let mut out = Vec::new();
     for sweep in [false, true] {
         let mut probes: Vec<Probe<'_>> = Vec::new();
         for (api, guard) in [("oneshot", false), ("guard", true)] {
             let paging_row = label(api, if sweep { "paging-walk" } else { "paging-same" });
             probes.push(Probe::new(paging_row, sweep, xlate(paging, guard)));
+            let id_row = label(
+                api,
+                if sweep {
+                    "identity-walk"
+                } else {
+                    "identity-same"
+                },
+            );
+            probes.push(
+                Probe::new(id_row, sweep, xlate(&identity, guard))
+                    .identity()
+                    .vs(paging_row, None),
+            );
             for (fmt, dev) in &devs {
                 let n = fmt.name();
                 if sweep {
