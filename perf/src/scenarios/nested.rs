@@ -253,9 +253,10 @@ pub fn run_translate(cfg: &Config, case: &Case) -> Vec<CaseResult> {
     // An identity HWPT over the whole stage-2 input range: the same IOVAs translate to
     // themselves, with no walk (the cheapest domain there is).
     let (id_dev_id, identity) = world.bind(1 + Nest::ALL.len() as u32);
+    let whole = std::slice::from_ref(&(0..1u64 << 40));
     let id_hwpt = world
         .iommu
-        .hwpt_alloc_identity(id_dev_id, &[0..1u64 << 40])
+        .hwpt_alloc_identity(id_dev_id, whole)
         .expect("hwpt_alloc_identity");
     world
         .iommu
