@@ -83,7 +83,8 @@ pub(crate) use thread::{DomainCache, Pin, CACHE_WAYS};
 
 use crate::sync::{backoff, fence, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
 use crate::sync::{AtomicUsize, Ordering};
-use thread::Participant;
+use crossbeam_utils::CachePadded;
+use thread::{Participant, SharedParticipant};
 
 /// Live-object counters, for [`crate::Stats`] and the leak tests.
 #[derive(Default)]
@@ -128,7 +129,7 @@ fn summary_bit(index: usize) -> (usize, u64) {
 /// Every participant ever registered, and which of them fences scan.
 struct Registry {
     /// Every participant (recycled when their thread exits); its index is its position.
-    all: Vec<Arc<Participant>>,
+    all: Vec<SharedParticipant>,
     /// The indices of the participants fences scan (each once).
     listed: Vec<usize>,
     /// `in_scan[i]`: `i` is in `listed`.
@@ -154,21 +155,19 @@ impl Registry {
 /// What one scan of the listed participants found.
 struct Scan {
     /// Participants with a guard older than the target.
-    waiting: Vec<Arc<Participant>>,
+    waiting: Vec<SharedParticipant>,
     /// The oldest epoch pinned below the target (the target if none).
     oldest: u64,
 }
-
-/// A value alone on its cache lines (two, against the adjacent-line prefetcher).
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// One `Iommu`'s grace-period domain: its epoch, its participants and its retired memory.
 pub(crate) struct Grace {
     /// Process-unique; keys the per-thread participant list (an address could be reused).
     id: u64,
-    /// Read by every pin; written by bumps (fences, retirements, polls).
-    epoch: Padded<AtomicU64>,
+    /// Read by every pin; written by bumps (fences, retirements, polls). Alone on its cache
+    /// lines (`CachePadded`: two on x86-64, against the adjacent-line prefetcher), so that
+    /// the fields beside it that control calls write do not invalidate the pins' line.
+    epoch: CachePadded<AtomicU64>,
     /// Every guard pinned with an epoch below this has been dropped.
     safe: AtomicU64,
     /// Generations for group publishes: unique per publish, so a per-thread domain cache is
@@ -224,7 +223,7 @@ impl Grace {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Grace {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            epoch: Padded(AtomicU64::new(1)),
+            epoch: CachePadded::new(AtomicU64::new(1)),
             safe: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             asymmetric: mode == FenceMode::Asymmetric && register_membarrier(),
@@ -259,7 +258,7 @@ impl Grace {
         // writes of the epoch are RMWs, so later bumps carry the release sequence). Acquire
         // pairs with earlier bumps' Release, so an unlink retired under an earlier bump is
         // ordered before our slot scan.
-        self.epoch.0.fetch_add(1, Ordering::AcqRel) + 1
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The heavy side of the store-buffer pattern (see the module docs), between a bump and
@@ -394,7 +393,7 @@ impl Grace {
 
     /// Reads `p`'s slots for a fence with target `target`: adds `p` to `scan.waiting` if a
     /// slot holds a guard older than the target. True if any slot is pinned.
-    fn read_slots(&self, p: &Arc<Participant>, target: u64, scan: &mut Scan) -> bool {
+    fn read_slots(&self, p: &SharedParticipant, target: u64, scan: &mut Scan) -> bool {
         let (mut pinned, mut waits) = (false, false);
         for slot in p.slots() {
             // ORDERING: Acquire, as in `slot_done`.

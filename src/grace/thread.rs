@@ -17,6 +17,7 @@ use crate::snapshot::Snapshot;
 use crate::sync::AtomicU64;
 use crate::sync::Ordering;
 use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
+use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
@@ -45,9 +46,8 @@ impl SlotBlock {
     }
 }
 
-/// One thread's guard slots in one `Iommu`. Aligned so that two threads' slots never share a
-/// cache line.
-#[repr(align(128))]
+/// One thread's guard slots in one `Iommu`. Shared as a [`SharedParticipant`], padded so that
+/// two threads' slots never share a cache line.
 pub(crate) struct Participant {
     first: SlotBlock,
     /// Claimed by a live thread.
@@ -64,6 +64,11 @@ pub(crate) struct Participant {
     /// Its position in its `Grace`'s registry: the bit it sets in the relist summary.
     pub(super) index: usize,
 }
+
+/// A participant as its registry and its owner hold it: alone on its cache lines
+/// (`CachePadded`, two on x86-64 against the adjacent-line prefetcher), so that a pin, which
+/// writes a slot, never invalidates the line another thread's pin writes.
+pub(crate) type SharedParticipant = Arc<CachePadded<Participant>>;
 
 impl Participant {
     pub(super) fn new(index: usize) -> Participant {
@@ -175,7 +180,7 @@ pub(crate) struct DomainCache {
 /// One `Iommu` in a thread's list.
 struct Entry {
     grace: u64,
-    participant: Arc<Participant>,
+    participant: SharedParticipant,
     cache: DomainCache,
 }
 
@@ -277,7 +282,7 @@ impl Drop for Pin {
 fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
     // ORDERING: Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records an
     // epoch `>= T` sees every unlink made before the bump to `T`.
-    let epoch = grace.epoch.0.load(Ordering::Acquire);
+    let epoch = grace.epoch.load(Ordering::Acquire);
     // ORDERING: Relaxed: a hint for fences' idle test (`Grace::scan`), never trusted for
     // safety (a fence delists only after re-reading the slots behind its heavy fence).
     participant.last.store(epoch, Ordering::Relaxed);
@@ -415,7 +420,7 @@ impl Grace {
         entries.last_mut().expect("just pushed")
     }
 
-    fn claim_participant(&self) -> Arc<Participant> {
+    fn claim_participant(&self) -> SharedParticipant {
         let mut registry = lock(&self.participants);
         if let Some(p) = registry.all.iter().find(|p| p.claim()).cloned() {
             // Listed under the registry lock, before its first pin: every fence that takes
@@ -424,7 +429,7 @@ impl Grace {
             registry.list(&p);
             return p;
         }
-        let p = Arc::new(Participant::new(registry.all.len()));
+        let p = Arc::new(CachePadded::new(Participant::new(registry.all.len())));
         registry.all.push(p.clone());
         registry.list(&p);
         p
@@ -465,7 +470,7 @@ impl Grace {
         (
             Pin {
                 slot,
-                orphan: Some(NonNull::from(&*participant)),
+                orphan: Some(NonNull::from(&**participant)),
             },
             r,
         )
