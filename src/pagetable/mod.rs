@@ -11,7 +11,7 @@
 //!
 //! # Readers
 //!
-//! [`PageTable::lookup`] walks from the root with one `Acquire` load a level. A reader holds
+//! [`PageTable::walk`] walks from the root with one `Acquire` load a level. A reader holds
 //! a guard (a grace-period pin, [`crate::grace`]), which keeps every table it can reach
 //! alive: tables are freed only after a grace period. An entry is written with one atomic store, so a reader
 //! sees a leaf whole or not at all.
