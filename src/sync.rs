@@ -210,7 +210,7 @@ mod cell {
         /// swapped out alive until every such pin is gone ([`crate::grace`]).
         #[inline(always)]
         pub(crate) fn load_ptr(&self) -> *const T {
-            // ORDERING: Acquire pairs with the Release store in `swap`: the reader sees the
+            // ORDERING: [CELL] Acquire pairs with the Release store in `swap`: the reader sees the
             // new value fully built (populated before publish, G7).
             self.ptr.load(Ordering::Acquire)
         }
@@ -221,9 +221,9 @@ mod cell {
         pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
             let addr = Arc::as_ptr(&new) as *mut T;
             let old = self.owner.swap(new);
-            // ORDERING: Release pairs with the Acquire load in `load_ptr` (and the group's
-            // generation store that follows is Release too, so a reader that sees the new
-            // generation loads this address or a newer one).
+            // ORDERING: [CELL] Release pairs with the Acquire load in `load_ptr` (and
+            // the group's generation store that follows is Release too, so a reader that sees the
+            // new generation loads this address or a newer one).
             self.ptr.store(addr, Ordering::Release);
             old
         }
@@ -250,13 +250,13 @@ mod cell {
         }
 
         pub(crate) fn load_ptr(&self) -> *const T {
-            // ORDERING: Acquire pairs with the AcqRel swap in `swap`: the reader sees the new
-            // domain fully built (populated before publish, G7).
+            // ORDERING: [CELL] Acquire pairs with the AcqRel swap in `swap`: the reader sees the
+            // new domain fully built (populated before publish, G7).
             self.ptr.load(Ordering::Acquire)
         }
 
         pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
-            // ORDERING: AcqRel: Release publishes the new domain's contents to `load_ptr`'s
+            // ORDERING: [CELL] AcqRel: Release publishes the new domain's contents to `load_ptr`'s
             // Acquire; Acquire orders our use of the old value after its own publication.
             let old = self
                 .ptr

@@ -173,8 +173,8 @@ impl PageTable {
     /// `n` here is stale once this reads more than `n`.
     #[inline]
     pub(crate) fn unmap_generation(&self) -> u64 {
-        // ORDERING: Acquire pairs with the Release increment in `unmap`: a reader that sees
-        // the new count also sees the cleared entries when it walks again.
+        // ORDERING: [UNMAP-GEN] Acquire pairs with the Release increment in `unmap`: a reader that
+        // sees the new count also sees the cleared entries when it walks again.
         self.unmaps.load(Ordering::Acquire)
     }
 
