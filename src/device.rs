@@ -55,7 +55,7 @@ impl Device {
         let inner = &*self.inner;
         let group = &*inner.group;
         let (pin, table) = inner.grace.pin(|cache| {
-            // ORDERING: Acquire pairs with the Release store in attach that follows the
+            // ORDERING: [ATTACHED] Acquire pairs with the Release store in attach that follows the
             // group's publish: a device seen attached also sees its group's domain.
             let attached = inner.attached.load(Ordering::Acquire);
             let table = snapshot(cache, group.cache_way, &group.rid);
@@ -169,7 +169,7 @@ fn snapshot(cache: &mut DomainCache, way: usize, cell: &ActiveCell) -> Snapshot 
 #[cold]
 #[inline(never)]
 fn substream_of_rid(inner: &DeviceShared, cache: &mut DomainCache) -> Snapshot {
-    // ORDERING: Acquire pairs with the Release store in attach, as in `pin`.
+    // ORDERING: [ATTACHED] Acquire pairs with the Release store in attach, as in `pin`.
     if !inner.attached.load(Ordering::Acquire) {
         return Snapshot::BLOCKED;
     }

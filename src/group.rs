@@ -36,8 +36,8 @@ impl ActiveCell {
     /// Publishes of one cell are serialized by the control plane's object-table lock.
     pub(crate) fn publish(&self, domain: Arc<Domain>, generation: u64) -> Arc<Domain> {
         let old = self.active.swap(domain);
-        // ORDERING: Release pairs with the Acquire load in `generation`: a reader that sees
-        // the new generation then loads the cell and finds the new domain (or a newer one).
+        // ORDERING: [GENERATION] Release pairs with the Acquire load in `generation`: a reader that
+        // sees the new generation then loads the cell and finds the new domain (or a newer one).
         self.generation.store(generation, Ordering::Release);
         old
     }
@@ -45,7 +45,7 @@ impl ActiveCell {
     /// The current generation.
     #[inline]
     pub(crate) fn generation(&self) -> u64 {
-        // ORDERING: Acquire pairs with the Release store in `publish`.
+        // ORDERING: [GENERATION] Acquire pairs with the Release store in `publish`.
         self.generation.load(Ordering::Acquire)
     }
 

@@ -155,6 +155,10 @@ mod ioas;
 mod iommu;
 mod nested;
 mod pagetable;
+/// Under loom only: the page table's shape knobs for models of the production shape.
+#[cfg(viommu_loom)]
+#[doc(hidden)]
+pub use pagetable::loom_shape as loom_page_table_shape;
 mod pasid;
 mod snapshot;
 mod sync;

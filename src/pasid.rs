@@ -125,16 +125,16 @@ impl PasidTable {
             return None;
         }
         let slot = self.top.get((pasid >> LEAF_BITS) as usize)?;
-        // ORDERING: Acquire pairs with the Release store that linked the leaf in `set`: a
-        // reader that finds the leaf sees its null-initialized entries.
+        // ORDERING: [PASID-LEAF] Acquire pairs with the Release store that linked the leaf in
+        // `set`: a reader that finds the leaf sees its null-initialized entries.
         let leaf = slot.load(Ordering::Acquire);
         // SAFETY: null or a leaf from `Box::into_raw` in `set`, freed by `Drop` (`&self` is
         // alive) or, once `set` unlinked it, by the retired list after the grace period of the
         // pin this lookup runs under.
         let leaf = unsafe { leaf.as_ref() }?;
-        // ORDERING: Acquire pairs with the Release store of the entry in `set`: a reader that
-        // finds the cell sees it constructed and the domain published into it before the
-        // entry was stored.
+        // ORDERING: [PASID-ENTRY] Acquire pairs with the Release store of the entry in `set`: a
+        // reader that finds the cell sees it constructed and the domain published into it before
+        // the entry was stored.
         let cell = leaf.cells[pasid as usize & (LEAF - 1)].load(Ordering::Acquire);
         // SAFETY: null or a cell whose `Arc` `keep` holds while the entry is set and the retired
         // list holds after `set` cleared it, until the grace period of this pin is over.
@@ -179,16 +179,16 @@ impl PasidTable {
             leaf = Box::into_raw(Box::new(Leaf {
                 cells: std::array::from_fn(|_| AtomicPtr::new(null_mut())),
             }));
-            // ORDERING: Release pairs with the Acquire leaf load in `lookup`: the leaf's
-            // entries are initialized before it can be found.
+            // ORDERING: [PASID-LEAF] Release pairs with the Acquire leaf load in `lookup`: the
+            // leaf's entries are initialized before it can be found.
             slot.store(leaf, Ordering::Release);
         }
         keep.entry(pasid).or_insert_with(|| cell.clone());
         // SAFETY: a leaf linked above or earlier, freed only by `Drop` or by a clear (this
         // serialized path, which a set cannot race).
         let leaf = unsafe { &*leaf };
-        // ORDERING: Release pairs with the Acquire entry load in `lookup`: the cell and the
-        // domain published into it are visible to a reader that finds the pointer.
+        // ORDERING: [PASID-ENTRY] Release pairs with the Acquire entry load in `lookup`: the cell
+        // and the domain published into it are visible to a reader that finds the pointer.
         leaf.cells[pasid as usize & (LEAF - 1)]
             .store(Arc::as_ptr(cell) as *mut ActiveCell, Ordering::Release);
         garbage

@@ -22,9 +22,11 @@
 //!
 //! # membarrier
 //!
-//! The grace-period protocol's asymmetric fence is Linux's `membarrier(2)`; without it (other
-//! systems, a kernel or sandbox that refuses it, loom, or `VIOMMU_NO_MEMBARRIER` set) readers
-//! pay a full fence per pin instead ([`crate::grace`]).
+//! The grace-period protocol's asymmetric fence is Linux's `membarrier(2)` (through rustix);
+//! without it (other systems, a kernel or sandbox that refuses it, loom, or
+//! `VIOMMU_NO_MEMBARRIER` set) readers pay a full fence per pin instead ([`crate::grace`]).
+//! Registration is verified with a real barrier; a barrier that fails after that aborts the
+//! process (see `membarrier`: no fallback is safe once readers rely on it).
 
 #[cfg(not(viommu_loom))]
 pub(crate) use std::sync::{
@@ -96,35 +98,45 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// The heavy side of the asymmetric fence: makes every thread of the process that is running
 /// now execute a full memory barrier (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`), so that
-/// the readers' side can be a compiler fence. Returns false if the kernel refused (the caller
-/// then never asked readers to rely on it: see [`register_membarrier`]).
+/// the readers' side can be a compiler fence. Called only by a `Grace` whose readers were told
+/// to rely on it, that is after [`register_membarrier`] succeeded.
+///
+/// It cannot fail then: the kernel refuses the command only when it is unknown or the process
+/// is not registered, and registration was verified with a real call of this command. If it
+/// fails anyway, no fallback is safe: readers already pinned with a compiler fence only, so
+/// a fence that went on would read their slots without the barrier that makes the read
+/// meaningful and could free memory a guard still reads; switching the `Grace` to the
+/// symmetric protocol helps only pins made after the switch, and the fence could not tell
+/// those from earlier ones. Returning an error would hand the same decision to a caller that
+/// has no better one, and unwinding would run destructors (retired memory among them) on a
+/// broken protocol. So the process aborts, with a message naming the cause.
 #[cfg(all(target_os = "linux", not(viommu_loom)))]
-pub(crate) fn membarrier() -> bool {
-    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-    // SAFETY: a plain system call with integer arguments; it touches no memory of ours.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
+pub(crate) fn membarrier() {
+    use rustix::thread::{membarrier, MembarrierCommand};
+    if let Err(e) = membarrier(MembarrierCommand::PrivateExpedited) {
+        eprintln!(
+            "viommu: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after a verified \
+             registration ({e}); DMA guards rely on it for memory safety, aborting"
+        );
+        std::process::abort();
+    }
 }
 
-/// Registers the process for private expedited membarrier (once; idempotent). True if the
-/// kernel supports it, in which case [`membarrier`] works from now on.
+/// Registers the process for private expedited membarrier (once; idempotent) and verifies the
+/// registration with one real barrier. True if both succeeded, in which case [`membarrier`]
+/// works from now on; false (the symmetric protocol is used) if the kernel refused either, or
+/// `VIOMMU_NO_MEMBARRIER` is set.
 #[cfg(all(target_os = "linux", not(viommu_loom)))]
 pub(crate) fn register_membarrier() -> bool {
+    use rustix::thread::{membarrier, MembarrierCommand};
     use std::sync::OnceLock;
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
         if std::env::var_os("VIOMMU_NO_MEMBARRIER").is_some() {
             return false;
         }
-        const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-        // SAFETY: a plain system call with integer arguments.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-                0,
-            )
-        };
-        r == 0 && membarrier()
+        membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
+            && membarrier(MembarrierCommand::PrivateExpedited).is_ok()
     })
 }
 
@@ -135,9 +147,10 @@ pub(crate) fn register_membarrier() -> bool {
     false
 }
 
+/// Never called: without membarrier no `Grace` is asymmetric.
 #[cfg(not(all(target_os = "linux", not(viommu_loom))))]
-pub(crate) fn membarrier() -> bool {
-    false
+pub(crate) fn membarrier() {
+    unreachable!("membarrier without a registration")
 }
 
 /// One step of a wait loop: spin briefly, then yield, then sleep in growing steps so that a
@@ -197,7 +210,7 @@ mod cell {
         /// swapped out alive until every such pin is gone ([`crate::grace`]).
         #[inline(always)]
         pub(crate) fn load_ptr(&self) -> *const T {
-            // ORDERING: Acquire pairs with the Release store in `swap`: the reader sees the
+            // ORDERING: [CELL] Acquire pairs with the Release store in `swap`: the reader sees the
             // new value fully built (populated before publish, G7).
             self.ptr.load(Ordering::Acquire)
         }
@@ -208,9 +221,9 @@ mod cell {
         pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
             let addr = Arc::as_ptr(&new) as *mut T;
             let old = self.owner.swap(new);
-            // ORDERING: Release pairs with the Acquire load in `load_ptr` (and the group's
-            // generation store that follows is Release too, so a reader that sees the new
-            // generation loads this address or a newer one).
+            // ORDERING: [CELL] Release pairs with the Acquire load in `load_ptr` (and
+            // the group's generation store that follows is Release too, so a reader that sees the
+            // new generation loads this address or a newer one).
             self.ptr.store(addr, Ordering::Release);
             old
         }
@@ -237,13 +250,13 @@ mod cell {
         }
 
         pub(crate) fn load_ptr(&self) -> *const T {
-            // ORDERING: Acquire pairs with the AcqRel swap in `swap`: the reader sees the new
-            // domain fully built (populated before publish, G7).
+            // ORDERING: [CELL] Acquire pairs with the AcqRel swap in `swap`: the reader sees the
+            // new domain fully built (populated before publish, G7).
             self.ptr.load(Ordering::Acquire)
         }
 
         pub(crate) fn swap(&self, new: Arc<T>) -> Arc<T> {
-            // ORDERING: AcqRel: Release publishes the new domain's contents to `load_ptr`'s
+            // ORDERING: [CELL] AcqRel: Release publishes the new domain's contents to `load_ptr`'s
             // Acquire; Acquire orders our use of the old value after its own publication.
             let old = self
                 .ptr

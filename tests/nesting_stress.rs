@@ -244,7 +244,7 @@ where
     let stop = AtomicBool::new(false);
     // The readers' translations so far, published every few hundred iterations.
     let progress = AtomicU64::new(0);
-    let mut jitter = Rng(0x853c_49e6_748f_ea9b);
+    let mut jitter = Rng::new(0x853c_49e6_748f_ea9b);
     let start = Instant::now();
     thread::scope(|s| {
         let handles: Vec<_> = readers
@@ -284,7 +284,7 @@ where
             // between replaces (the exact checks), and the writer's period cannot lock onto
             // the readers' (a reader whose loop takes two replaces would see every other
             // domain only).
-            spin_for(Duration::from_nanos(jitter.next() % 3000));
+            spin_for(Duration::from_nanos(jitter.next_u64() % 3000));
         }
         stop.store(true, Ordering::Relaxed);
         Run {
@@ -295,17 +295,9 @@ where
     })
 }
 
-/// A cheap per-reader pseudo-random sequence (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A device with 8 PASID bits and a peer in its group, on nothing yet; an IOAS mapping the
 /// guest's tables (read-only) and data; the `NEST_PARENT` paging HWPT on it.
@@ -349,7 +341,7 @@ impl World {
 
 /// A random 4-aligned offset for a `len`-byte request inside `pages` pages, and an access.
 fn piece(rng: &mut Rng, pages: u64, len: u64) -> (u64, Access) {
-    let r = rng.next();
+    let r = rng.next_u64();
     let off = (r % (pages * PAGE - len)) & !3;
     let access = if r & (1 << 40) == 0 {
         Access::Read
@@ -423,7 +415,7 @@ fn vpasid_cd_table_growth_is_hitless() {
     const OUT_OF_RANGE: usize = 3;
     let reader = |h: &Device, seed: u64| {
         let h = h.clone();
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         move |i: u64, clock: &Clock, log: &mut Log| {
             // Untagged: always CD 0, whatever the domain.
             let gu = h.pin();
@@ -589,7 +581,7 @@ fn s2_s1_reader(
 ) -> impl FnMut(u64, &Clock, &mut Log) + Send {
     let h = h.clone();
     let rid = rid.cloned();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let diff_cd = if pasid == 0 { SMMU_CD0 } else { SMMU_CDP };
     let diff = [DIFF, diff_cd, VTD].map(s2);
     move |_: u64, clock: &Clock, log: &mut Log| {

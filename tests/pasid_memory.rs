@@ -4,49 +4,14 @@
 //! allocated and has not freed (a counting allocator; the control plane runs and frees on the
 //! calling thread).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use viommu::{Access, DeviceInfo, GroupId, Iommu, Prot};
 
-thread_local! {
-    /// Bytes this thread has allocated and not freed.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-fn account(delta: isize) {
-    let _ = LIVE.try_with(|l| l.set(l.get() + delta));
-}
-
-// SAFETY: every call is passed to `System` unchanged; the counter is a thread-local cell with
-// a const initializer (no allocation, no destructor).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        account(layout.size() as isize);
-        // SAFETY: the caller's contract is `GlobalAlloc::alloc`'s, passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        account(-(layout.size() as isize));
-        // SAFETY: the caller's contract is `GlobalAlloc::dealloc`'s, passed on unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        account(new_size as isize - layout.size() as isize);
-        // SAFETY: the caller's contract is `GlobalAlloc::realloc`'s, passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
+/// Bytes this thread allocated and has not freed.
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::thread_live_bytes as live;
 
 const IOVA: u64 = 0x10_0000;
 const PAGE: u64 = 4096;

@@ -2,8 +2,6 @@
 //! nothing freed on a DMA thread, fences that wait for guards (not threads), batched unmap
 //! fences, isolation between IOASes, and the edges of the address space.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -20,42 +18,9 @@ const PAGE: u64 = 4096;
 mod stage1;
 
 /// Counts allocations and frees per thread, so a test can assert that a DMA thread did none.
-struct CountingAlloc;
-
-thread_local! {
-    static HEAP_OPS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn heap_ops() -> u64 {
-    HEAP_OPS.with(Cell::get)
-}
-
-fn count_heap_op() {
-    // `try_with`: the allocator also runs while thread-locals are torn down.
-    let _ = HEAP_OPS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_heap_op();
-        // SAFETY: the caller's contract is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count_heap_op();
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_heap_op();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::thread_heap_ops as heap_ops;
 
 fn bind(iommu: &Iommu, group: u32) -> (ObjId, Device) {
     iommu

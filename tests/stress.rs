@@ -22,17 +22,9 @@ const WINDOW_LEN: u64 = 16 * PAGE;
 const T1: u64 = 0x8000_0000;
 const T2: u64 = 0xc000_0000;
 
-/// A cheap per-thread pseudo-random sequence (xorshift), so that readers spread over the window.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A guard made now, on this thread, faults `kind` at `iova` (`when` names the writer's step).
 #[track_caller]
@@ -72,7 +64,7 @@ impl ReaderLog {
 /// then translates random pieces through the same guard, which must use the same domain (G1).
 fn hitless_reader(dev: &Device, targets: [u64; 2], stop: &AtomicBool, seed: u64) -> ReaderLog {
     let mut log = ReaderLog::default();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     while !stop.load(Ordering::Relaxed) {
         let guard = dev.pin();
         log.guards += 1;
@@ -96,7 +88,7 @@ fn hitless_reader(dev: &Device, targets: [u64; 2], stop: &AtomicBool, seed: u64)
         };
         log.seen[domain] += 1;
         for _ in 0..4 {
-            let r = rng.next();
+            let r = rng.next_u64();
             let off = (r % (WINDOW_LEN - 0x100)) & !0xf;
             let access = if r & (1 << 40) == 0 {
                 Access::Read

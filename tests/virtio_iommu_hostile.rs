@@ -5,8 +5,6 @@
 //! one. Host memory is measured per thread by a counting allocator.
 #![cfg(feature = "virtio-iommu-queue")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::num::Wrapping;
 use std::ops::Deref;
@@ -23,55 +21,10 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 mod linux;
 use linux::{linux_attach, linux_map};
 
-thread_local! {
-    /// Bytes this thread has allocated and not freed, and the most it held since `reset_peak`.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-fn account(delta: isize) {
-    let _ = LIVE.try_with(|l| {
-        let now = l.get() + delta;
-        l.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-// SAFETY: every call is passed to `System` unchanged; the counters are thread-local cells
-// with const initializers (no allocation, no destructor).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        account(layout.size() as isize);
-        // SAFETY: the caller's contract is `GlobalAlloc::alloc`'s, passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        account(-(layout.size() as isize));
-        // SAFETY: the caller's contract is `GlobalAlloc::dealloc`'s, passed on unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        account(new_size as isize - layout.size() as isize);
-        // SAFETY: the caller's contract is `GlobalAlloc::realloc`'s, passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Starts a peak measurement on this thread; `peak_since` returns the most held above `start`.
-fn reset_peak() -> isize {
-    let live = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(live));
-    live
-}
-
-fn peak_since(start: isize) -> isize {
-    PEAK.with(Cell::get) - start
-}
+/// Bytes this thread allocated and has not freed, and the most it held since a reset.
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{thread_peak_since as peak_since, thread_reset_peak as reset_peak};
 
 const RAM: usize = 0x40_0000;
 const USED_GPA: u64 = 0x1000;

@@ -1,6 +1,9 @@
-//! Command-line parsing, by hand (the suite has no argument-parser dependency).
+//! Command-line parsing, with clap's builder (its derive macros are not a dependency of the
+//! workspace); `--help` is clap's, with the scenario list and what each measures after it.
 
 use crate::scenarios::Scenario;
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, Command};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,77 +97,87 @@ pub enum Parsed {
     Help,
 }
 
+/// The command line: its options, their help, and the scenario list after them.
+fn command() -> Command {
+    let mut scenarios = String::from("SCENARIOS:\n");
+    for sc in Scenario::ALL {
+        scenarios.push_str(&format!("    {:<22} {}\n", sc.name(), sc.describe()));
+    }
+    Command::new("viommu-perf")
+        .about(
+            "viommu-perf: latency and throughput of viommu against lock-based and unsynchronized \
+             baselines",
+        )
+        .override_usage("cargo run --release -p viommu-perf -- [OPTIONS]")
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("quick")
+                .long("quick")
+                .action(ArgAction::SetTrue)
+                .overrides_with("full")
+                .help("short runs, about 1.5 minutes on two cores (default)"),
+        )
+        .arg(
+            Arg::new("full")
+                .long("full")
+                .action(ArgAction::SetTrue)
+                .overrides_with("quick")
+                .help("longer runs, 64Ki-page domains, a million replace cycles"),
+        )
+        .arg(
+            Arg::new("scenario")
+                .long("scenario")
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .value_parser(|v: &str| {
+                    Scenario::from_name(v).ok_or_else(|| {
+                        format!("unknown scenario {v:?}; `--help` lists the scenarios")
+                    })
+                })
+                .help("run only NAME (repeatable); see the list below"),
+        )
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_name("N")
+                .value_parser(|v: &str| match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("a positive number of threads, not {v:?}")),
+                })
+                .help("largest number of reader threads (default: available parallelism)"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("where results.json and the SVG plots go (default: target/perf)"),
+        )
+        .after_help(scenarios)
+}
+
 /// Help text for `--help`.
 pub fn usage() -> String {
-    let mut s = String::from(
-        "viommu-perf: latency and throughput of viommu against lock-based and unsynchronized baselines
-
-USAGE:
-    cargo run --release -p viommu-perf -- [OPTIONS]
-
-OPTIONS:
-    --quick           short runs, about 1.5 minutes on two cores (default)
-    --full            longer runs, 64Ki-page domains, a million replace cycles
-    --scenario NAME   run only NAME (repeatable); see the list below
-    --threads N       largest number of reader threads (default: available parallelism)
-    --out DIR         where results.json and the SVG plots go (default: target/perf)
-    -h, --help        this text
-
-SCENARIOS:
-",
-    );
-    for sc in Scenario::ALL {
-        s.push_str(&format!("    {:<22} {}\n", sc.name(), sc.describe()));
-    }
-    s
+    command().render_help().to_string()
 }
 
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
-    let mut mode = Mode::Quick;
-    let mut scenarios: Vec<Scenario> = Vec::new();
-    let mut threads: Option<usize> = None;
-    let mut out: Option<PathBuf> = None;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        // Accept both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--quick" => mode = Mode::Quick,
-            "--full" => mode = Mode::Full,
-            "--scenario" => {
-                let v = value("--scenario")?;
-                let sc = Scenario::from_name(&v).ok_or_else(|| {
-                    format!("unknown scenario {v:?}; `--help` lists the scenarios")
-                })?;
-                if !scenarios.contains(&sc) {
-                    scenarios.push(sc);
-                }
-            }
-            "--threads" => {
-                let v = value("--threads")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--threads wants a positive number, not {v:?}"))?;
-                if n == 0 {
-                    return Err("--threads must be at least 1".into());
-                }
-                threads = Some(n);
-            }
-            "--out" => out = Some(PathBuf::from(value("--out")?)),
-            other => return Err(format!("unknown argument {other:?}; try --help")),
-        }
-    }
+    let argv = std::iter::once("viommu-perf".to_string()).chain(args);
+    let m = match command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => return Ok(Parsed::Help),
+        Err(e) => return Err(e.to_string().trim_end().to_string()),
+    };
+    let mode = if m.get_flag("full") {
+        Mode::Full
+    } else {
+        Mode::Quick
+    };
+    let scenarios: Vec<Scenario> = m
+        .get_many::<Scenario>("scenario")
+        .map(|v| v.copied().collect())
+        .unwrap_or_default();
     let mut cfg = Config::for_mode(mode);
     if !scenarios.is_empty() {
         // Keep the canonical order whatever order the flags came in.
@@ -174,11 +187,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
             .filter(|s| scenarios.contains(s))
             .collect();
     }
-    if let Some(n) = threads {
+    if let Some(&n) = m.get_one::<usize>("threads") {
         cfg.max_threads = n;
     }
-    if let Some(o) = out {
-        cfg.out = o;
+    if let Some(o) = m.get_one::<PathBuf>("out") {
+        cfg.out = o.clone();
     }
     Ok(Parsed::Run(cfg))
 }
@@ -243,5 +256,23 @@ mod tests {
         assert!(run(&["--bogus"]).is_err());
         assert!(run(&["--out"]).is_err());
         assert_eq!(run(&["--help"]).unwrap_err(), "help");
+        assert_eq!(
+            run(&["--quick", "--full"]).unwrap().mode,
+            Mode::Full,
+            "the last wins"
+        );
+        assert_eq!(
+            run(&["--full", "--quick"]).unwrap().mode,
+            Mode::Quick,
+            "the last wins"
+        );
+        let help = usage();
+        for sc in Scenario::ALL {
+            assert!(
+                help.contains(sc.name()) && help.contains(sc.describe()),
+                "{}",
+                sc.name()
+            );
+        }
     }
 }

@@ -15,6 +15,8 @@
 //! under `target/perf/`. `--help` lists the options and scenarios; `docs/benchmarks.md` says
 //! what each scenario measures.
 
+/// The counting global allocator, shared with the tests (including it installs it).
+#[path = "../../tests/support/counting_alloc.rs"]
 mod alloc;
 mod args;
 mod baselines;
@@ -25,9 +27,6 @@ mod scenarios;
 mod stats;
 
 use std::process::ExitCode;
-
-#[global_allocator]
-static ALLOC: alloc::Counting = alloc::Counting;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -83,7 +83,8 @@ pub(crate) use thread::{DomainCache, Pin, CACHE_WAYS};
 
 use crate::sync::{backoff, fence, lock, membarrier, register_membarrier, Arc, AtomicU64, Mutex};
 use crate::sync::{AtomicUsize, Ordering};
-use thread::Participant;
+use crossbeam_utils::CachePadded;
+use thread::{Participant, SharedParticipant};
 
 /// Live-object counters, for [`crate::Stats`] and the leak tests.
 #[derive(Default)]
@@ -128,7 +129,7 @@ fn summary_bit(index: usize) -> (usize, u64) {
 /// Every participant ever registered, and which of them fences scan.
 struct Registry {
     /// Every participant (recycled when their thread exits); its index is its position.
-    all: Vec<Arc<Participant>>,
+    all: Vec<SharedParticipant>,
     /// The indices of the participants fences scan (each once).
     listed: Vec<usize>,
     /// `in_scan[i]`: `i` is in `listed`.
@@ -154,21 +155,19 @@ impl Registry {
 /// What one scan of the listed participants found.
 struct Scan {
     /// Participants with a guard older than the target.
-    waiting: Vec<Arc<Participant>>,
+    waiting: Vec<SharedParticipant>,
     /// The oldest epoch pinned below the target (the target if none).
     oldest: u64,
 }
-
-/// A value alone on its cache lines (two, against the adjacent-line prefetcher).
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// One `Iommu`'s grace-period domain: its epoch, its participants and its retired memory.
 pub(crate) struct Grace {
     /// Process-unique; keys the per-thread participant list (an address could be reused).
     id: u64,
-    /// Read by every pin; written by bumps (fences, retirements, polls).
-    epoch: Padded<AtomicU64>,
+    /// Read by every pin; written by bumps (fences, retirements, polls). Alone on its cache
+    /// lines (`CachePadded`: two on x86-64, against the adjacent-line prefetcher), so that
+    /// the fields beside it that control calls write do not invalidate the pins' line.
+    epoch: CachePadded<AtomicU64>,
     /// Every guard pinned with an epoch below this has been dropped.
     safe: AtomicU64,
     /// Generations for group publishes: unique per publish, so a per-thread domain cache is
@@ -224,7 +223,7 @@ impl Grace {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Grace {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            epoch: Padded(AtomicU64::new(1)),
+            epoch: CachePadded::new(AtomicU64::new(1)),
             safe: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             asymmetric: mode == FenceMode::Asymmetric && register_membarrier(),
@@ -254,12 +253,12 @@ impl Grace {
     /// Advances the epoch and returns its new value `T`: guards made from now on record
     /// `>= T` and see everything this thread did before the call.
     fn bump(&self) -> u64 {
-        // ORDERING: AcqRel. Release pairs with the Acquire epoch load in `Pin` creation
+        // ORDERING: [EPOCH] AcqRel. Release pairs with the Acquire epoch load in `Pin` creation
         // (`thread::enter`): a guard that reads `>= T` sees every unlink before this bump (all
         // writes of the epoch are RMWs, so later bumps carry the release sequence). Acquire
         // pairs with earlier bumps' Release, so an unlink retired under an earlier bump is
         // ordered before our slot scan.
-        self.epoch.0.fetch_add(1, Ordering::AcqRel) + 1
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The heavy side of the store-buffer pattern (see the module docs), between a bump and
@@ -268,7 +267,7 @@ impl Grace {
         if self.asymmetric {
             membarrier();
         }
-        // ORDERING: SeqCst fence pairs with the reader's SeqCst fence in `thread::enter`
+        // ORDERING: [SB] SeqCst fence pairs with the reader's SeqCst fence in `thread::enter`
         // (symmetric protocol): of two SeqCst fences one comes first, and the loads after the
         // later one see the stores before the earlier one. Free next to a membarrier.
         fence(Ordering::SeqCst);
@@ -277,8 +276,9 @@ impl Grace {
     /// Reads a slot for a fence with target `target` (after `heavy_fence`): true if it holds
     /// no guard older than the target (free, or pinned at `>= target`).
     fn slot_done(&self, slot: &AtomicU64, target: u64) -> bool {
-        // ORDERING: Acquire pairs with the Release stores of `thread::enter` and `Pin::drop`:
-        // a fence that sees a slot cleared (or re-pinned) sees every access the guard made.
+        // ORDERING: [SLOT] Acquire pairs with the Release stores of `thread::enter` and
+        // `Pin::drop`: a fence that sees a slot cleared (or re-pinned) sees every access the guard
+        // made.
         let v = slot.load(Ordering::Acquire);
         v == 0 || v >= target
     }
@@ -291,7 +291,7 @@ impl Grace {
     /// True once every guard alive when `ticket` was made has been dropped (polls once, never
     /// waits).
     pub(crate) fn is_done(&self, ticket: Ticket) -> bool {
-        // ORDERING: Acquire pairs with the AcqRel `fetch_max` that advanced `safe`.
+        // ORDERING: [SAFE] Acquire pairs with the AcqRel `fetch_max` that advanced `safe`.
         if self.safe.load(Ordering::Acquire) >= ticket.0 {
             return true;
         }
@@ -305,7 +305,7 @@ impl Grace {
     /// every ticket up to this one (`safe` advances to it). The caller has checked that it
     /// holds no guard older than the ticket itself ([`Grace::is_pinned_before`]).
     pub(crate) fn wait_for(&self, ticket: Ticket) {
-        // ORDERING: Acquire pairs with the AcqRel `fetch_max` below (another waiter's).
+        // ORDERING: [SAFE] Acquire pairs with the AcqRel `fetch_max` below (another waiter's).
         if self.safe.load(Ordering::Acquire) >= ticket.0 {
             return;
         }
@@ -321,8 +321,9 @@ impl Grace {
                 }
             }
         }
-        // ORDERING: AcqRel: Release publishes that the guards are gone to `is_done`/`collect`
-        // readers of `safe` (Acquire); Acquire orders us after earlier advances.
+        // ORDERING: [SAFE] AcqRel: Release publishes that the guards are gone to
+        // `is_done`/`collect` readers of `safe` (Acquire); Acquire orders us after earlier
+        // advances.
         self.safe.fetch_max(target, Ordering::AcqRel);
     }
 
@@ -337,7 +338,7 @@ impl Grace {
         let target = self.bump();
         self.heavy_fence();
         let oldest = self.scan(target).oldest;
-        // ORDERING: AcqRel, as in `wait_for`.
+        // ORDERING: [SAFE] AcqRel, as in `wait_for`.
         self.safe.fetch_max(oldest, Ordering::AcqRel);
     }
 
@@ -354,10 +355,10 @@ impl Grace {
         let registry = &mut *registry;
         let words = registry.all.len().div_ceil(64).min(self.relisted.len());
         for (w, word) in self.relisted[..words].iter().enumerate() {
-            // ORDERING: Relaxed test first (most words are zero, and a swap would write the
-            // line); the Acquire swap pairs with the SeqCst `fetch_or` in `Grace::relist`, so
-            // the relisting pin's slot store is seen below. Both come after our heavy fence,
-            // the store-buffer pair of the relist's fence.
+            // ORDERING: [RELIST] Relaxed test first (most words are zero, and a swap would write
+            // the line); the Acquire swap pairs with the SeqCst `fetch_or` in `Grace::relist`, so
+            // the relisting pin's slot store is seen below. Both come after our heavy fence, the
+            // store-buffer pair of the relist's fence.
             if word.load(Ordering::Relaxed) == 0 {
                 continue;
             }
@@ -394,10 +395,10 @@ impl Grace {
 
     /// Reads `p`'s slots for a fence with target `target`: adds `p` to `scan.waiting` if a
     /// slot holds a guard older than the target. True if any slot is pinned.
-    fn read_slots(&self, p: &Arc<Participant>, target: u64, scan: &mut Scan) -> bool {
+    fn read_slots(&self, p: &SharedParticipant, target: u64, scan: &mut Scan) -> bool {
         let (mut pinned, mut waits) = (false, false);
         for slot in p.slots() {
-            // ORDERING: Acquire, as in `slot_done`.
+            // ORDERING: [SLOT] Acquire, as in `slot_done`.
             let v = slot.load(Ordering::Acquire);
             if v != 0 {
                 pinned = true;
@@ -419,7 +420,7 @@ impl Grace {
     /// load: either we see its slot or it sees `false` and lists itself again).
     fn delist(&self, registry: &mut Registry, idle: &[usize], target: u64, scan: &mut Scan) {
         for &i in idle {
-            // ORDERING: Relaxed; ordered before the re-read below by the heavy fence.
+            // ORDERING: [DELIST] Relaxed; ordered before the re-read below by the heavy fence.
             registry.all[i].listed.store(false, Ordering::Relaxed);
         }
         self.heavy_fence();
@@ -455,7 +456,7 @@ impl Grace {
     /// Frees every retired entry that no guard can see any more; returns how many. Runs
     /// destructors (a whole page table, possibly), so callers hold no lock.
     pub(crate) fn collect(&self) -> usize {
-        // ORDERING: Acquire pairs with the AcqRel `fetch_max` of `safe`.
+        // ORDERING: [SAFE] Acquire pairs with the AcqRel `fetch_max` of `safe`.
         let safe = self.safe.load(Ordering::Acquire);
         let due: Vec<(u64, Garbage)> = {
             let mut list = lock(&self.retired);
@@ -471,8 +472,8 @@ impl Grace {
         };
         let n = due.len();
         drop(due);
-        // ORDERING: Release pairs with the Acquire load in `wait_for_frees`: the frees above
-        // are done before a waiter sees the count drop.
+        // ORDERING: [FREEING] Release pairs with the Acquire load in `wait_for_frees`: the frees
+        // above are done before a waiter sees the count drop.
         self.freeing.fetch_sub(1, Ordering::Release);
         n
     }
@@ -484,7 +485,7 @@ impl Grace {
         loop {
             let busy = {
                 let _list = lock(&self.retired);
-                // ORDERING: Acquire pairs with the Release decrement in `collect`.
+                // ORDERING: [FREEING] Acquire pairs with the Release decrement in `collect`.
                 self.freeing.load(Ordering::Acquire)
             };
             if busy == 0 {

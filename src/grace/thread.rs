@@ -17,6 +17,7 @@ use crate::snapshot::Snapshot;
 use crate::sync::AtomicU64;
 use crate::sync::Ordering;
 use crate::sync::{compiler_fence, fence, lock, thread_local, Arc, AtomicBool, AtomicPtr};
+use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
@@ -45,9 +46,8 @@ impl SlotBlock {
     }
 }
 
-/// One thread's guard slots in one `Iommu`. Aligned so that two threads' slots never share a
-/// cache line.
-#[repr(align(128))]
+/// One thread's guard slots in one `Iommu`. Shared as a [`SharedParticipant`], padded so that
+/// two threads' slots never share a cache line.
 pub(crate) struct Participant {
     first: SlotBlock,
     /// Claimed by a live thread.
@@ -64,6 +64,11 @@ pub(crate) struct Participant {
     /// Its position in its `Grace`'s registry: the bit it sets in the relist summary.
     pub(super) index: usize,
 }
+
+/// A participant as its registry and its owner hold it: alone on its cache lines
+/// (`CachePadded`, two on x86-64 against the adjacent-line prefetcher), so that a pin, which
+/// writes a slot, never invalidates the line another thread's pin writes.
+pub(crate) type SharedParticipant = Arc<CachePadded<Participant>>;
 
 impl Participant {
     pub(super) fn new(index: usize) -> Participant {
@@ -84,7 +89,7 @@ impl Participant {
             // SAFETY: `block` is null, our first block, or a block linked after it; blocks are
             // freed only by `Participant::drop`, and `&self` is alive.
             let b = unsafe { block.as_ref() }?;
-            // ORDERING: Acquire pairs with the Release store that linked the next block, so
+            // ORDERING: [BLOCK] Acquire pairs with the Release store that linked the next block, so
             // its zeroed slots are seen.
             block = b.next.load(Ordering::Acquire);
             Some(b.slots.iter())
@@ -116,7 +121,7 @@ impl Participant {
             let next = block.next.load(Ordering::Relaxed);
             if next.is_null() {
                 let new = Box::into_raw(Box::new(SlotBlock::new()));
-                // ORDERING: Release pairs with the Acquire load in `slots`: a fence that
+                // ORDERING: [BLOCK] Release pairs with the Acquire load in `slots`: a fence that
                 // reaches the block sees its zeroed slots.
                 block.next.store(new, Ordering::Release);
                 // SAFETY: just allocated and linked; freed only by `Participant::drop`.
@@ -140,7 +145,7 @@ impl Participant {
 
     /// Returns the participant to its registry (its thread is gone).
     fn release(&self) {
-        // ORDERING: Release pairs with the Acquire CAS in `claim`: the next owner sees our
+        // ORDERING: [OWNED] Release pairs with the Acquire CAS in `claim`: the next owner sees our
         // last slot stores.
         self.owned.store(false, Ordering::Release);
     }
@@ -148,7 +153,7 @@ impl Participant {
     /// Claims a released participant for the calling thread.
     pub(super) fn claim(&self) -> bool {
         self.owned
-            // ORDERING: Acquire pairs with `release`.
+            // ORDERING: [OWNED] Acquire pairs with `release`.
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     }
@@ -175,7 +180,7 @@ pub(crate) struct DomainCache {
 /// One `Iommu` in a thread's list.
 struct Entry {
     grace: u64,
-    participant: Arc<Participant>,
+    participant: SharedParticipant,
     cache: DomainCache,
 }
 
@@ -261,7 +266,7 @@ impl Drop for Pin {
         // long as the `Grace` lives, and every `Pin` is owned by a guard that borrows a
         // `Device`, which keeps the `Grace` alive.
         let slot = unsafe { self.slot.as_ref() };
-        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done`: a fence that
+        // ORDERING: [SLOT] Release pairs with the Acquire load in `Grace::slot_done`: a fence that
         // sees the slot cleared sees every access made under the guard.
         slot.store(0, Ordering::Release);
         if let Some(p) = self.orphan {
@@ -275,17 +280,17 @@ impl Drop for Pin {
 /// sure fences scan the participant (it is still listed, or it lists itself again).
 #[inline(always)]
 fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
-    // ORDERING: Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records an
-    // epoch `>= T` sees every unlink made before the bump to `T`.
-    let epoch = grace.epoch.0.load(Ordering::Acquire);
+    // ORDERING: [EPOCH] Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records
+    // an epoch `>= T` sees every unlink made before the bump to `T`.
+    let epoch = grace.epoch.load(Ordering::Acquire);
     // ORDERING: Relaxed: a hint for fences' idle test (`Grace::scan`), never trusted for
     // safety (a fence delists only after re-reading the slots behind its heavy fence).
     participant.last.store(epoch, Ordering::Relaxed);
     store_slot(grace, slot, epoch);
-    // ORDERING: Relaxed, after the barrier that follows the slot store: the store-buffer pair
-    // of a delisting fence's `listed` store, heavy fence and slot re-read (`Grace::scan`):
-    // either that fence sees this slot pinned (and keeps us listed), or we see `false` here
-    // and list ourselves before any load of the guard.
+    // ORDERING: [DELIST] Relaxed, after the barrier that follows the slot store: the store-buffer
+    // pair of a delisting fence's `listed` store, heavy fence and slot re-read (`Grace::scan`):
+    // either that fence sees this slot pinned (and keeps us listed), or we see `false` here and
+    // list ourselves before any load of the guard.
     if !participant.listed.load(Ordering::Relaxed) {
         grace.relist(participant);
     }
@@ -295,10 +300,9 @@ fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
 #[inline(always)]
 fn store_slot(grace: &Grace, slot: &AtomicU64, epoch: u64) {
     if grace.asymmetric {
-        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done` (a fence that
-        // reads this value also sees the guard's earlier history); the compiler fence keeps
-        // the caller's loads after the store; the CPU-level barrier is the fence side's
-        // membarrier.
+        // ORDERING: [SLOT] [SB] Release pairs with the Acquire load in `Grace::slot_done` (a fence
+        // that reads this value also sees the guard's earlier history); the compiler fence keeps
+        // the caller's loads after the store; the CPU-level barrier is the fence side's membarrier.
         slot.store(epoch, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
     } else {
@@ -312,24 +316,23 @@ fn store_slot(grace: &Grace, slot: &AtomicU64, epoch: u64) {
 fn store_and_full_fence(slot: &AtomicU64, epoch: u64) {
     #[cfg(all(target_arch = "x86_64", not(viommu_loom)))]
     {
-        // ORDERING: on x86-64 a locked read-modify-write is a full barrier (loads and stores
-        // are not reordered with locked instructions, which have one total order: Intel SDM
-        // vol. 3A, 9.2.2), so one `xchg` is the store and the `mfence` at once, and costs
-        // about half as much (callgrind counts the same; measured 18.2 -> 11 ns a pin on the
-        // Xeon of `docs/benchmarks.md`). SeqCst makes it pair with the SeqCst fence in
-        // `Grace::heavy_fence` in the language model too as far as the store goes; the
-        // compiler fence keeps the compiler from hoisting the caller's later loads above it
-        // (crossbeam-epoch pins the same way on x86). Loom and other targets model and run the
-        // portable form below.
+        // ORDERING: [SLOT] [SB] on x86-64 a locked read-modify-write is a full barrier (loads and
+        // stores are not reordered with locked instructions, which have one total order: Intel SDM
+        // vol. 3A, 9.2.2), so one `xchg` is the store and the `mfence` at once, and costs about
+        // half as much (callgrind counts the same; measured 18.2 -> 11 ns a pin on the Xeon of
+        // `docs/benchmarks.md`). SeqCst makes it pair with the SeqCst fence in `Grace::heavy_fence`
+        // in the language model too as far as the store goes; the compiler fence keeps the compiler
+        // from hoisting the caller's later loads above it (crossbeam-epoch pins the same way on
+        // x86). Loom and other targets model and run the portable form below.
         slot.swap(epoch, Ordering::SeqCst);
         compiler_fence(Ordering::SeqCst);
     }
     #[cfg(not(all(target_arch = "x86_64", not(viommu_loom))))]
     {
-        // ORDERING: Release pairs with the Acquire load in `Grace::slot_done`; the SeqCst
-        // fence pairs with the SeqCst fence in `Grace::heavy_fence` (the store-buffer
-        // pattern: either the fence side's slot loads see this store, or this thread's loads
-        // after the fence see the fence side's unlinks).
+        // ORDERING: [SLOT] [SB] Release pairs with the Acquire load in `Grace::slot_done`; the
+        // SeqCst fence pairs with the SeqCst fence in `Grace::heavy_fence` (the store-buffer
+        // pattern: either the fence side's slot loads see this store, or this thread's loads after
+        // the fence see the fence side's unlinks).
         slot.store(epoch, Ordering::Release);
         fence(Ordering::SeqCst);
     }
@@ -415,7 +418,7 @@ impl Grace {
         entries.last_mut().expect("just pushed")
     }
 
-    fn claim_participant(&self) -> Arc<Participant> {
+    fn claim_participant(&self) -> SharedParticipant {
         let mut registry = lock(&self.participants);
         if let Some(p) = registry.all.iter().find(|p| p.claim()).cloned() {
             // Listed under the registry lock, before its first pin: every fence that takes
@@ -424,7 +427,7 @@ impl Grace {
             registry.list(&p);
             return p;
         }
-        let p = Arc::new(Participant::new(registry.all.len()));
+        let p = Arc::new(CachePadded::new(Participant::new(registry.all.len())));
         registry.all.push(p.clone());
         registry.list(&p);
         p
@@ -439,7 +442,7 @@ impl Grace {
         // summary bit below carries it.
         participant.listed.store(true, Ordering::Relaxed);
         let (word, bit) = summary_bit(participant.index);
-        // ORDERING: SeqCst RMW, then a SeqCst fence before any load of the guard: the
+        // ORDERING: [RELIST] [SB] SeqCst RMW, then a SeqCst fence before any load of the guard: the
         // store-buffer pair of a fence's bump, heavy fence and summary read (`Grace::scan`).
         // Either that fence sees the bit (Release: and so this slot's epoch, through its
         // Acquire swap) and scans us, or our loads after the fence see everything it
@@ -465,7 +468,7 @@ impl Grace {
         (
             Pin {
                 slot,
-                orphan: Some(NonNull::from(&*participant)),
+                orphan: Some(NonNull::from(&**participant)),
             },
             r,
         )

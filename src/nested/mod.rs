@@ -247,8 +247,8 @@ impl NestedDomain {
     /// Makes every cached translation of this domain stale (`hwpt_invalidate`, before its
     /// fence).
     pub(crate) fn invalidate(&self) {
-        // ORDERING: Release pairs with the Acquire load in `stamp`: a lookup that sees the new
-        // count also sees what the guest wrote to its tables before invalidating.
+        // ORDERING: [IOTLB] Release pairs with the Acquire load in `stamp`: a lookup that sees the
+        // new count also sees what the guest wrote to its tables before invalidating.
         self.invalidations.fetch_add(1, Ordering::Release);
     }
 
@@ -256,7 +256,7 @@ impl NestedDomain {
     /// only grow, so the sum changes whenever either does.
     #[inline]
     fn stamp(&self) -> u64 {
-        // ORDERING: Acquire pairs with the Release increment in `invalidate`.
+        // ORDERING: [IOTLB] Acquire pairs with the Release increment in `invalidate`.
         let s1 = self.invalidations.load(Ordering::Acquire);
         s1.wrapping_add(self.s2().unmap_generation())
     }

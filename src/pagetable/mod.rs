@@ -11,7 +11,7 @@
 //!
 //! # Readers
 //!
-//! [`PageTable::lookup`] walks from the root with one `Acquire` load a level. A reader holds
+//! [`PageTable::walk`] walks from the root with one `Acquire` load a level. A reader holds
 //! a guard (a grace-period pin, [`crate::grace`]), which keeps every table it can reach
 //! alive: tables are freed only after a grace period. An entry is written with one atomic store, so a reader
 //! sees a leaf whole or not at all.
@@ -88,9 +88,78 @@ const MAX_LEAF_LEVEL: u32 = 2;
 /// once, so the models check the unlink-and-retire path on every unmap.
 #[cfg(not(viommu_loom))]
 const EMPTY_LIMIT: usize = 16;
-/// See above.
+/// See above. Under loom a knob that compares as a `usize` (`writer.empty > EMPTY_LIMIT` reads
+/// the same in both builds): none by default, the production 16 when a model asks for it
+/// (`loom_shape`).
 #[cfg(viommu_loom)]
-const EMPTY_LIMIT: usize = 0;
+const EMPTY_LIMIT: loom_shape::Knob = loom_shape::Knob;
+
+/// [`POOL_TABLES`], as the pool reads it: the constant, or under loom the value a model set
+/// (`loom_shape`).
+#[inline(always)]
+fn pool_tables() -> usize {
+    #[cfg(viommu_loom)]
+    {
+        loom_shape::pool()
+    }
+    #[cfg(not(viommu_loom))]
+    {
+        POOL_TABLES
+    }
+}
+
+/// Under loom, the page table's shape knobs. By default the models run with no emptied table
+/// kept linked and no table pooled ([`EMPTY_LIMIT`], [`POOL_TABLES`]): every unmap then takes
+/// the unlink-and-retire path, and the live-table count shows a premature free. The
+/// production build keeps up to 16 emptied tables linked and pools up to 8, paths the default
+/// models never reach; a model that checks them sets the production values here first
+/// (loom-tests' `tests/prod_shape.rs`), at the start of the model.
+#[cfg(viommu_loom)]
+#[doc(hidden)]
+pub mod loom_shape {
+    use std::cell::Cell;
+    use std::cmp::Ordering as Cmp;
+
+    std::thread_local! {
+        /// Per OS thread: loom runs a model's threads as coroutines on the thread that called
+        /// the model, so a model's setting is seen by all of its threads and by no other
+        /// model that the test harness runs at the same time.
+        pub(super) static EMPTY: Cell<usize> = const { Cell::new(0) };
+        pub(super) static POOL: Cell<usize> = const { Cell::new(super::POOL_TABLES) };
+    }
+
+    /// Emptied tables an unmap keeps linked before it prunes, in the production build.
+    pub const PRODUCTION_EMPTY_LIMIT: usize = 16;
+    /// Tables a page table pools for reuse, in the production build.
+    pub const PRODUCTION_POOL_TABLES: usize = 8;
+
+    /// Sets how many emptied tables unmaps keep linked and how many tables a page table
+    /// pools, for the models run on the calling thread from now on.
+    pub fn set(empty_limit: usize, pool_tables: usize) {
+        EMPTY.with(|c| c.set(empty_limit));
+        POOL.with(|c| c.set(pool_tables));
+    }
+
+    /// The pool bound set for this thread.
+    pub(super) fn pool() -> usize {
+        POOL.with(Cell::get)
+    }
+
+    /// A limit read from the calling thread's knob when compared with a `usize`.
+    pub(crate) struct Knob;
+
+    impl PartialEq<Knob> for usize {
+        fn eq(&self, _: &Knob) -> bool {
+            *self == EMPTY.with(Cell::get)
+        }
+    }
+
+    impl PartialOrd<Knob> for usize {
+        fn partial_cmp(&self, _: &Knob) -> Option<Cmp> {
+            Some(self.cmp(&EMPTY.with(Cell::get)))
+        }
+    }
+}
 
 /// What the writer mutex guards besides the tables.
 struct Writer {
@@ -173,8 +242,8 @@ impl PageTable {
     /// `n` here is stale once this reads more than `n`.
     #[inline]
     pub(crate) fn unmap_generation(&self) -> u64 {
-        // ORDERING: Acquire pairs with the Release increment in `unmap`: a reader that sees
-        // the new count also sees the cleared entries when it walks again.
+        // ORDERING: [UNMAP-GEN] Acquire pairs with the Release increment in `unmap`: a reader that
+        // sees the new count also sees the cleared entries when it walks again.
         self.unmaps.load(Ordering::Acquire)
     }
 

@@ -1,7 +1,7 @@
 //! The pool of a page table: emptied tables past their grace period, kept for the next map.
 
+use super::pool_tables;
 use super::table::Table;
-use super::POOL_TABLES;
 use crate::grace::Counters;
 use crate::sync::{lock, Arc, Mutex};
 use std::ptr::NonNull;
@@ -39,7 +39,7 @@ impl Pool {
         if st.closed {
             return tables;
         }
-        let keep = POOL_TABLES
+        let keep = pool_tables()
             .saturating_sub(st.tables.len())
             .min(tables.len());
         st.tables.extend_from_slice(&tables[..keep]);

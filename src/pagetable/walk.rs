@@ -109,7 +109,7 @@ impl PageTable {
                 assert!(!freed, "a walk reached a freed page table");
             });
         }
-        // ORDERING: Acquire pairs with the Release stores in `install` (a new table's
+        // ORDERING: [PTE] Acquire pairs with the Release stores in `install` (a new table's
         // zeroed entries and a leaf are visible once the entry that names them is).
         Pte(slot.load(Ordering::Acquire))
     }
