@@ -231,19 +231,12 @@ impl DmaGuard<'_> {
         // (the control plane frees a swapped-out domain only after every guard pinned before
         // the swap is gone).
         let Some(table) = (unsafe { self.table.page_table() }) else {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Blocked,
-            });
+            return Err(blocked(iova));
         };
-        if len == 0 {
-            return Ok(Translation::new(Default::default()));
+        match request_last(iova, len, self.aperture_last)? {
+            Some(last) => table.translate(iova, last, access),
+            None => Ok(Translation::new(Default::default())),
         }
-        let last = match iova.checked_add(len - 1) {
-            Some(last) if last <= self.aperture_last => last,
-            _ => return Err(aperture_fault(iova, self.aperture_last)),
-        };
-        table.translate(iova, last, access)
     }
 
     /// Translates the start of `len` bytes at `iova` for `access`: the piece that the first
@@ -263,24 +256,14 @@ impl DmaGuard<'_> {
         }
         // SAFETY: as in `translate`.
         let Some(table) = (unsafe { self.table.page_table() }) else {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Blocked,
-            });
+            return Err(blocked(iova));
         };
-        if len == 0 {
-            return Ok(Chunk {
-                iova,
-                target: 0,
-                len: 0,
-            });
-        }
         // One test for both apertures: the first IOVA past the smaller one is the first that
         // cannot be translated.
         let aperture_last = self.aperture_last.min(table.aperture_last());
-        match iova.checked_add(len - 1) {
-            Some(last) if last <= aperture_last => table.translate_chunk(iova, last, access),
-            _ => Err(aperture_fault(iova, aperture_last)),
+        match request_last(iova, len, aperture_last)? {
+            Some(last) => table.translate_chunk(iova, last, access),
+            None => Ok(empty_chunk(iova)),
         }
     }
 
@@ -288,16 +271,9 @@ impl DmaGuard<'_> {
     /// ranges.
     #[inline(always)]
     fn chunk_identity(&self, map: &IdentityMap, iova: u64, len: u64) -> Result<Chunk, Fault> {
-        if len == 0 {
-            return Ok(Chunk {
-                iova,
-                target: 0,
-                len: 0,
-            });
-        }
-        match iova.checked_add(len - 1) {
-            Some(last) if last <= self.aperture_last => map.translate_chunk(iova, last),
-            _ => Err(aperture_fault(iova, self.aperture_last)),
+        match request_last(iova, len, self.aperture_last)? {
+            Some(last) => map.translate_chunk(iova, last),
+            None => Ok(empty_chunk(iova)),
         }
     }
 
@@ -314,23 +290,11 @@ impl DmaGuard<'_> {
         }
         // SAFETY: as in `translate`.
         let Some(kind) = (unsafe { self.table.kind() }) else {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Blocked,
-            });
+            return Err(blocked(iova));
         };
-        if len == 0 {
-            return Ok(Chunk {
-                iova,
-                target: 0,
-                len: 0,
-            });
-        }
-        match iova.checked_add(len - 1) {
-            Some(last) if last <= self.aperture_last => {
-                kind.translate_chunk(iova, last, access, self.ssid)
-            }
-            _ => Err(aperture_fault(iova, self.aperture_last)),
+        match request_last(iova, len, self.aperture_last)? {
+            Some(last) => kind.translate_chunk(iova, last, access, self.ssid),
+            None => Ok(empty_chunk(iova)),
         }
     }
 
@@ -345,19 +309,11 @@ impl DmaGuard<'_> {
     ) -> Result<Translation<'_>, Fault> {
         // SAFETY: as in `translate`.
         let Some(kind) = (unsafe { self.table.kind() }) else {
-            return Err(Fault {
-                iova,
-                kind: FaultKind::Blocked,
-            });
+            return Err(blocked(iova));
         };
-        if len == 0 {
-            return Ok(Translation::new(Default::default()));
-        }
-        match iova.checked_add(len - 1) {
-            Some(last) if last <= self.aperture_last => {
-                kind.translate(iova, last, access, self.ssid)
-            }
-            _ => Err(aperture_fault(iova, self.aperture_last)),
+        match request_last(iova, len, self.aperture_last)? {
+            Some(last) => kind.translate(iova, last, access, self.ssid),
+            None => Ok(Translation::new(Default::default())),
         }
     }
 
@@ -376,6 +332,39 @@ impl DmaGuard<'_> {
                 .translate_uncached(iova, access, self.ssid)
                 .map_err(|kind| Fault { iova, kind }),
         )
+    }
+}
+
+/// The last IOVA of a request of `len` bytes at `iova` that must stay at or below
+/// `aperture_last`: `None` for an empty request (nothing to translate), the aperture fault if
+/// it leaves the aperture or wraps past 2^64.
+#[inline(always)]
+fn request_last(iova: u64, len: u64, aperture_last: u64) -> Result<Option<u64>, Fault> {
+    if len == 0 {
+        return Ok(None);
+    }
+    match iova.checked_add(len - 1) {
+        Some(last) if last <= aperture_last => Ok(Some(last)),
+        _ => Err(aperture_fault(iova, aperture_last)),
+    }
+}
+
+/// The empty chunk a zero-length request translates to.
+#[inline(always)]
+fn empty_chunk(iova: u64) -> Chunk {
+    Chunk {
+        iova,
+        target: 0,
+        len: 0,
+    }
+}
+
+/// The fault of a guard on the blocked domain.
+#[inline(always)]
+fn blocked(iova: u64) -> Fault {
+    Fault {
+        iova,
+        kind: FaultKind::Blocked,
     }
 }
 

@@ -48,6 +48,16 @@ fn attached_in(mode: FenceMode, pages: u64) -> (Iommu, ObjId, ObjId, Device) {
     (iommu, ioas, dev_id, dev)
 }
 
+/// An `Iommu` with one device attached to an IOAS that maps two one-page areas at IOVA 0
+/// and `PAGE` (each unmappable alone).
+fn two_page_areas() -> (Iommu, ObjId, Device) {
+    let (iommu, ioas, _, dev) = attached(1);
+    iommu
+        .ioas_map(ioas, Some(PAGE), 0x1000_0000 + PAGE, PAGE, Prot::RW)
+        .unwrap();
+    (iommu, ioas, dev)
+}
+
 /// Runs `call` on another thread and returns how long it took, or panics if it did not
 /// return within `limit` (a fence that waits for a thread instead of its guards never does).
 fn returns_within<T: Send + 'static>(
@@ -700,21 +710,7 @@ fn a_dma_thread_on_nested_domains_never_allocates_or_frees() {
 /// actually wait; once it is dropped, the wait returns while the newer guard lives on.
 #[test]
 fn deferred_unmap_wait_ignores_guards_made_after_it() {
-    let iommu = Iommu::new();
-    let (dev_id, dev) = bind(&iommu, 1);
-    let ioas = iommu.ioas_alloc().unwrap();
-    for page in 0..2 {
-        iommu
-            .ioas_map(
-                ioas,
-                Some(0x10_0000 + page * PAGE),
-                0x8000_0000 + page * PAGE,
-                PAGE,
-                Prot::RW,
-            )
-            .unwrap();
-    }
-    iommu.device_attach(dev_id, ioas).unwrap();
+    let (iommu, ioas, dev) = two_page_areas();
     // A guard that may have translated into the page: the wait must wait for it.
     let (old_pinned_tx, old_pinned_rx) = mpsc::channel();
     let (old_release_tx, old_release_rx) = mpsc::channel::<()>();
@@ -726,13 +722,13 @@ fn deferred_unmap_wait_ignores_guards_made_after_it() {
         drop(guard);
     });
     old_pinned_rx.recv().unwrap();
-    let completion = iommu.ioas_unmap_deferred(ioas, 0x10_0000, PAGE).unwrap();
+    let completion = iommu.ioas_unmap_deferred(ioas, 0, PAGE).unwrap();
     // A guard made after the unmap: it cannot see the page.
     let (new_pinned_tx, new_pinned_rx) = mpsc::channel();
     let (new_release_tx, new_release_rx) = mpsc::channel::<()>();
     let newer = thread::spawn(move || {
         let guard = dev.pin();
-        let gone = guard.translate_chunk(0x10_0000, 8, Access::Read);
+        let gone = guard.translate_chunk(0, 8, Access::Read);
         assert_eq!(gone.map_err(|f| f.kind), Err(FaultKind::Unmapped));
         new_pinned_tx.send(()).unwrap();
         // Held until the main thread has seen the wait return (or given up on it).
@@ -763,21 +759,7 @@ fn deferred_unmap_wait_ignores_guards_made_after_it() {
 /// `EDEADLK`.
 #[test]
 fn deferred_unmap_wait_deadlock_is_exact() {
-    let iommu = Iommu::new();
-    let (dev_id, dev) = bind(&iommu, 1);
-    let ioas = iommu.ioas_alloc().unwrap();
-    for page in 0..2 {
-        iommu
-            .ioas_map(
-                ioas,
-                Some(0x10_0000 + page * PAGE),
-                0x8000_0000 + page * PAGE,
-                PAGE,
-                Prot::RW,
-            )
-            .unwrap();
-    }
-    iommu.device_attach(dev_id, ioas).unwrap();
+    let (iommu, ioas, dev) = two_page_areas();
     // Another thread's guard made before the unmap, dropped a little later: the wait really
     // waits (for it alone).
     let (pinned_tx, pinned_rx) = mpsc::channel();
@@ -789,15 +771,13 @@ fn deferred_unmap_wait_deadlock_is_exact() {
         drop(guard);
     });
     pinned_rx.recv().unwrap();
-    let completion = iommu.ioas_unmap_deferred(ioas, 0x10_0000, PAGE).unwrap();
+    let completion = iommu.ioas_unmap_deferred(ioas, 0, PAGE).unwrap();
     let newer = dev.pin();
     assert_eq!(completion.wait(), Ok(PAGE));
     drop(newer);
     other.join().unwrap();
     let older = dev.pin();
-    let completion = iommu
-        .ioas_unmap_deferred(ioas, 0x10_0000 + PAGE, PAGE)
-        .unwrap();
+    let completion = iommu.ioas_unmap_deferred(ioas, PAGE, PAGE).unwrap();
     assert_eq!(
         completion.wait().map_err(|e| e.errno()),
         Err(viommu::errno::EDEADLK)

@@ -220,14 +220,22 @@ fn cached_snapshot_vs_replace() {
     });
 }
 
-/// The relist path against a fence (`Grace::scan` delists idle participants; the owner's next
-/// pin lists itself again): the reader registers and goes idle, the writer's `synchronize`
-/// delists it, then the reader pins again while the writer unmaps. The unmap's fence must
-/// either scan the relisted participant and wait for the guard, or the guard must see the
-/// unmap.
-#[test]
-fn delisted_pin_vs_unmap() {
-    model("delisted_pin_vs_unmap", || {
+/// Spins (yielding to loom) until `flag` is set.
+fn spin_until(flag: &AtomicBool) {
+    while !flag.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+}
+
+/// The scan set's models: the reader registers and goes idle; the writer's `synchronize`
+/// delists it (every idle participant is delisted under loom), then the writer unmaps and
+/// reuses the page. The reader pins again, translates and reads the page: after the delist
+/// (`after_delist`: the relist path against the unmap's fence) or racing it (a pin against
+/// its participant's removal: either the delisting fence sees the pinned slot and keeps it
+/// listed, or the pin sees itself delisted and lists itself again before its loads). Either
+/// way the unmap's fence waits for the guard or the guard sees the unmap.
+fn delist_model(name: &'static str, after_delist: bool) {
+    model(name, move || {
         let iommu = Iommu::new();
         let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
         let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
@@ -240,8 +248,8 @@ fn delisted_pin_vs_unmap() {
             thread::spawn(move || {
                 drop(dev.pin());
                 idle.store(true, Ordering::Release);
-                while !delisted.load(Ordering::Acquire) {
-                    thread::yield_now();
+                if after_delist {
+                    spin_until(&delisted);
                 }
                 let guard = dev.pin();
                 match page_target(&guard, IOVA) {
@@ -250,9 +258,7 @@ fn delisted_pin_vs_unmap() {
                 }
             })
         };
-        while !idle.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
+        spin_until(&idle);
         iommu.synchronize().unwrap();
         delisted.store(true, Ordering::Release);
         unmap_then_reuse(&iommu, ioas, &memory, &fenced);
@@ -262,48 +268,23 @@ fn delisted_pin_vs_unmap() {
     });
 }
 
-/// A pin racing its participant's removal from the scan set: the reader registers and goes
-/// idle, then pins while the writer's `synchronize` delists it, and the writer then unmaps.
-/// Either the delisting fence sees the pinned slot and keeps the participant listed, or the
-/// pin sees itself delisted and lists itself again before its loads; either way the unmap's
-/// fence waits for the guard or the guard sees the unmap.
+/// The relist path against a fence: the reader pins again only after the delist.
+#[test]
+fn delisted_pin_vs_unmap() {
+    delist_model("delisted_pin_vs_unmap", true);
+}
+
+/// A pin racing its participant's removal from the scan set.
 #[test]
 fn pin_vs_delist() {
-    model("pin_vs_delist", || {
-        let iommu = Iommu::new();
-        let (dev_id, dev, ioas) = device_on_page(&iommu, IOVA, TARGET);
-        let memory = Arc::new(UnsafeCell::new(MAPPED_DATA));
-        let fenced = Arc::new(AtomicBool::new(false));
-        let idle = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (dev, memory, fenced, idle) =
-                (dev.clone(), memory.clone(), fenced.clone(), idle.clone());
-            thread::spawn(move || {
-                drop(dev.pin());
-                idle.store(true, Ordering::Release);
-                let guard = dev.pin();
-                match page_target(&guard, IOVA) {
-                    Ok(_) => dma(&memory, &fenced),
-                    Err(kind) => assert_eq!(kind, FaultKind::Unmapped),
-                }
-            })
-        };
-        while !idle.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
-        iommu.synchronize().unwrap();
-        unmap_then_reuse(&iommu, ioas, &memory, &fenced);
-        reader.join().unwrap();
-        iommu.device_detach(dev_id).unwrap();
-        assert_nothing_live(&iommu);
-    });
+    delist_model("pin_vs_delist", false);
 }
 
 /// G12 for a deferred unmap's wait: it waits for the guards alive when the unmap took its
 /// ticket, never for one made after. The reader holds a guard from before the unmap (the wait
 /// must wait for it), pins a second guard after the unmap, lets the writer start waiting,
-/// drops the first, and holds the second until the wait has returned. A wait that also waited for the newer guard would
-/// never return (loom reports the livelock).
+/// drops the first, and holds the second until the wait has returned. A wait that also
+/// waited for the newer guard would never return (loom reports the livelock).
 #[test]
 fn deferred_wait_vs_newer_guard() {
     model("deferred_wait_vs_newer_guard", || {
@@ -324,28 +305,20 @@ fn deferred_wait_vs_newer_guard() {
             thread::spawn(move || {
                 let older = dev.pin();
                 old_pinned.store(true, Ordering::Release);
-                while !unmapped.load(Ordering::Acquire) {
-                    thread::yield_now();
-                }
+                spin_until(&unmapped);
                 let newer = dev.pin();
                 assert_eq!(page_target(&newer, IOVA), Err(FaultKind::Unmapped));
                 new_pinned.store(true, Ordering::Release);
                 // Dropped while the writer may already wait for it.
                 drop(older);
-                while !waited.load(Ordering::Acquire) {
-                    thread::yield_now();
-                }
+                spin_until(&waited);
                 drop(newer);
             })
         };
-        while !old_pinned.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
+        spin_until(&old_pinned);
         let completion = iommu.ioas_unmap_deferred(ioas, IOVA, PAGE).unwrap();
         unmapped.store(true, Ordering::Release);
-        while !new_pinned.load(Ordering::Acquire) {
-            thread::yield_now();
-        }
+        spin_until(&new_pinned);
         assert_eq!(completion.wait().unwrap(), PAGE);
         waited.store(true, Ordering::Release);
         reader.join().unwrap();
