@@ -92,3 +92,37 @@ impl IoasState {
         self.domains.iter().filter(|m| m.hwpt.is_some()).count()
     }
 }
+
+#[cfg(all(test, not(viommu_loom)))]
+mod tests {
+    use super::*;
+    use crate::grace::Counters;
+    use crate::types::Prot;
+
+    /// A pending domain narrows nothing: a map past its aperture succeeds and spoils it, so
+    /// that its call re-plans; an attach that then fails leaves the IOAS's limit as it was.
+    #[test]
+    fn a_pending_domain_narrows_nothing_and_a_map_past_it_spoils_it() {
+        let counters = Arc::new(Counters::default());
+        let mut state = IoasState::default();
+        state.map(Some(0), 0, 0x1000, Prot::RW).unwrap();
+        let narrow = state.add_pending(Domain::paging(32, &counters));
+        assert_eq!(state.limit(), u64::MAX);
+        assert!(state.pending_intact(&narrow));
+        // Past the pending domain's 4 GiB aperture: allowed, and the domain is spoiled.
+        state.map(Some(1 << 40), 0, 0x1000, Prot::RW).unwrap();
+        assert!(!state.pending_intact(&narrow));
+        // Inside it: the spoiled domain is left alone.
+        state.map(Some(0x1000), 0, 0x1000, Prot::RW).unwrap();
+        let pt = narrow.page_table().unwrap();
+        assert!(pt.lookup(0x1000).is_none());
+        assert!(pt.lookup(0).is_some());
+        state.discard_pending(&narrow);
+        assert_eq!(state.limit(), u64::MAX);
+        // A committed domain narrows the limit.
+        let wide = state.add_pending(Domain::paging(48, &counters));
+        assert!(state.pending_intact(&wide));
+        state.commit_pending(&wide, ObjId(9));
+        assert_eq!(state.limit(), (1 << 48) - 1);
+    }
+}
