@@ -201,7 +201,7 @@ fn map(v: &mut VirtioIommu, start: u64, len: u64, phys: u64) -> Status {
 #[test]
 fn the_device_refuses_a_guests_huge_map_with_nomem() {
     let (mut v, _dev) = device(Config::default());
-    assert!(Config::DEFAULT_BUDGET.max_table_bytes < 1 << 30);
+    const { assert!(Config::DEFAULT_BUDGET.max_table_bytes < 1 << 30) };
     let ioas = v.domain_ioas(1).unwrap();
     let iommu = v.iommu().clone();
     let before = iommu.ioas_usage(ioas).unwrap();

@@ -120,7 +120,9 @@ fn every_call_on_another_ioas_is_unaffected_by_a_large_map_and_a_queued_attach()
         iommu.device_replace(b_dev, user.unwrap()).unwrap();
     });
     time("hwpt_alloc_identity", &mut || {
-        iommu.hwpt_alloc_identity(b_dev, &[0..G1]).unwrap();
+        iommu
+            .hwpt_alloc_identity(b_dev, &[0..G1, 2 * G1..3 * G1])
+            .unwrap();
     });
     time("device_detach", &mut || {
         iommu.device_detach(b_dev).unwrap();
