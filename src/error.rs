@@ -248,6 +248,16 @@ pub enum Error {
         /// The alignment it needed.
         align: u64,
     },
+    /// `ENOMEM`: the call could take an IOAS past its [`crate::Budget`]; nothing changed.
+    #[error("the IOAS's budget allows {limit} {what}; the call could need {needed}")]
+    BudgetExceeded {
+        /// Which limit (`"areas"`, `"page-table bytes"`, `"page-table bytes one map may add"`).
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What the call could take the IOAS to (or add, for the per-map limit).
+        needed: u64,
+    },
     /// `ENOSPC`: every object ID of this `Iommu` has been used (IDs are never reused).
     #[error("object IDs are exhausted: all 2^32 - 1 have been allocated")]
     IdsExhausted,
@@ -328,6 +338,7 @@ impl Error {
             | Error::InvalidArgument(_) => errno::EINVAL,
             Error::Busy { .. } | Error::AutoHwpt { .. } | Error::PasidBusy { .. } => errno::EBUSY,
             Error::NoSpace { .. } | Error::IdsExhausted => errno::ENOSPC,
+            Error::BudgetExceeded { .. } => errno::ENOMEM,
             Error::ReservedInUse { .. } => errno::EADDRINUSE,
             Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
             Error::UnknownHwptFlags { .. } | Error::Unsupported(_) => errno::EOPNOTSUPP,
@@ -340,6 +351,8 @@ impl Error {
 pub mod errno {
     /// No such file or directory.
     pub const ENOENT: i32 = 2;
+    /// Out of memory (a budget, [`crate::Budget`]).
+    pub const ENOMEM: i32 = 12;
     /// Device or resource busy.
     pub const EBUSY: i32 = 16;
     /// File exists.
@@ -476,6 +489,14 @@ mod tests {
                     align: 4096,
                 },
                 28,
+            ),
+            (
+                Error::BudgetExceeded {
+                    what: "areas",
+                    limit: 1,
+                    needed: 2,
+                },
+                12,
             ),
             (
                 Error::ReservedInUse {

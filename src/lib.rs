@@ -177,6 +177,7 @@ pub struct ReadmeDoctests;
 pub use device::{Device, DmaGuard};
 pub use error::{errno, Error, Result};
 pub use grace::FenceMode;
+pub use ioas::{Budget, BudgetUsage};
 pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use nested::{Invalidation, Stage1, TableMemory};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};

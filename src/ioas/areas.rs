@@ -63,6 +63,7 @@ impl IoasState {
             }
             None => self.alloc_iova(target, len, limit)?,
         };
+        self.check_budget(iova, target, len)?;
         let last = iova + (len - 1);
         self.areas.insert(iova, Area { last, target, prot });
         if let Some(h) = &mut self.holes {
@@ -74,12 +75,23 @@ impl IoasState {
 
     /// Applies a new area to every mirroring domain, one after the other. Filling two
     /// domains from rayon's pool measured no faster on 2 vCPUs (`examples/populate.rs`): the
-    /// work is bound by first-touch page faults and cache misses, not by a core.
-    fn map_domains(&self, iova: u64, target: u64, len: u64, prot: Prot) {
-        for (_, d) in &self.domains {
-            if let Some(pt) = d.page_table() {
-                pt.map(iova, target, len, prot);
+    /// work is bound by first-touch page faults and cache misses, not by a core. A pending
+    /// domain the area does not fit in is spoiled, not narrowed to (see `mirrors.rs`).
+    fn map_domains(&mut self, iova: u64, target: u64, len: u64, prot: Prot) {
+        let last = iova + (len - 1);
+        for m in &mut self.domains {
+            let Some(pt) = m.domain.page_table() else {
+                continue;
+            };
+            if m.spoiled {
+                continue;
             }
+            if last > pt.aperture_last() {
+                debug_assert!(m.hwpt.is_none(), "the limit covers committed domains");
+                m.spoiled = true;
+                continue;
+            }
+            pt.map(iova, target, len, prot);
         }
     }
 
@@ -172,7 +184,7 @@ impl IoasState {
             }
             let n = l - s + 1;
             bytes = bytes.saturating_add(n);
-            for (_, d) in &self.domains {
+            for d in self.mirrors() {
                 if let Some(pt) = d.page_table() {
                     pt.unmap(s, n, retired);
                 }

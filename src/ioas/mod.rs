@@ -12,6 +12,7 @@
 //! | `mod.rs` | [`Ioas`] and its locked state, the aperture limit |
 //! | `areas.rs` | the area set: overlap lookups, map (fixed or automatic IOVA), unmap |
 //! | `args.rs` | the checks of a map or unmap's own arguments |
+//! | `budget.rs` | [`Budget`]: what maps may make the library allocate for the IOAS |
 //! | `devices.rs` | what attached devices contribute: reserved ranges and apertures |
 //! | `mirrors.rs` | the mirror list: the paging domains built on the IOAS, committed or pending |
 //! | `holes.rs` | the hole index: the free IOVA ranges, for automatic IOVAs |
@@ -19,6 +20,7 @@
 
 mod areas;
 mod args;
+mod budget;
 mod devices;
 mod holes;
 mod mirrors;
@@ -26,12 +28,13 @@ mod treap;
 
 pub(crate) use areas::Area;
 pub(crate) use args::check_range_args;
+pub use budget::{Budget, BudgetUsage};
 pub(crate) use devices::{DeviceLimits, Reservation};
 
-use crate::domain::Domain;
-use crate::sync::{Arc, Mutex};
+use crate::sync::Mutex;
 use crate::types::ObjId;
 use holes::Holes;
+use mirrors::Mirror;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -61,8 +64,8 @@ pub(crate) struct IoasState {
     pub(crate) destroyed: bool,
     pub(crate) areas: BTreeMap<u64, Area>,
     /// Every paging domain built on this IOAS: committed ones by HWPT id, and pending ones
-    /// (`None`: populated by an attach or `hwpt_alloc` that has not committed yet).
-    domains: Vec<(Option<ObjId>, Arc<Domain>)>,
+    /// (populated by an attach or `hwpt_alloc` that has not committed yet).
+    domains: Vec<Mirror>,
     reserved: Vec<Reservation>,
     /// Aperture ends of the attached devices, by attachment (device, PASID or 0).
     apertures: Vec<((ObjId, u32), u64)>,
@@ -70,8 +73,10 @@ pub(crate) struct IoasState {
     /// IOVAs: built by the first automatic map, then kept up to date, so that an IOAS whose
     /// maps all have fixed IOVAs (a virtio-iommu front end's) does not pay for it.
     holes: Option<Holes>,
-    /// [`IoasState::limit`], recomputed when a device or a domain comes or goes.
+    /// [`IoasState::limit`], recomputed when a device or a committed domain comes or goes.
     limit: u64,
+    /// What maps may make the library allocate ([`Budget`]).
+    budget: Budget,
 }
 
 impl Default for IoasState {
@@ -84,12 +89,14 @@ impl Default for IoasState {
             apertures: Vec::new(),
             holes: None,
             limit: u64::MAX,
+            budget: Budget::UNLIMITED,
         }
     }
 }
 
 impl IoasState {
-    /// The last IOVA every attached device and every domain can reach.
+    /// The last IOVA every attached device and every committed domain can reach (a pending
+    /// domain narrows nothing: see `mirrors.rs`).
     pub(crate) fn limit(&self) -> u64 {
         debug_assert_eq!(self.limit, self.compute_limit());
         self.limit
@@ -100,7 +107,8 @@ impl IoasState {
         let doms = self
             .domains
             .iter()
-            .filter_map(|(_, d)| d.page_table().map(|pt| pt.aperture_last()));
+            .filter(|m| m.hwpt.is_some())
+            .filter_map(|m| m.domain.page_table().map(|pt| pt.aperture_last()));
         devs.chain(doms).min().unwrap_or(u64::MAX)
     }
 

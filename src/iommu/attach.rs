@@ -7,22 +7,25 @@
 //! PASID), how a device is marked attached (its `attached` flag, or its PASID table entry),
 //! and the errors the kernel gives.
 //!
-//! Attach and replace plan under the object table's write lock. When the plan needs a new
+//! Attach and replace plan under the object table's write lock, taken after the IOAS locks
+//! the plan needs ([`with_ioas_locks`]: a plan that finds it needs others runs again with
+//! them). When the plan needs a new
 //! auto domain, they release the lock, populate the domain as pending ([`super::hwpt`]) and
 //! plan again; a plan that still wants a new auto domain of the same shape on the same IOAS
 //! commits the one just populated, any other outcome discards it.
 
 use super::hwpt::Pending;
-use super::objects::{lock_two, Dest, DeviceObj, GroupCtl, Obj, Objects, PasidCtl, Released};
+use super::objects::{
+    with_ioas_locks, Dest, DeviceObj, GroupCtl, Held, Locking, Obj, Objects, PasidCtl, Released,
+};
 use super::Iommu;
 use crate::device::{Device, DeviceShared};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::grace::Garbage;
 use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas};
 use crate::pasid::PasidTable;
-use crate::sync::{lock, Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::types::{DeviceInfo, GroupId, ObjId, MAX_PASID_BITS, PAGE_SIZE};
 use std::collections::BTreeMap;
 
@@ -50,7 +53,7 @@ impl Iommu {
     /// The one publish: swaps `domain` into the group's cell at `pasid` (0: the RID; a
     /// PASID's cell is made on its first publish) under a fresh generation, records the HWPT,
     /// and keeps the domain it replaced for retirement.
-    fn publish(
+    pub(super) fn publish(
         &self,
         objects: &mut Objects,
         group: GroupId,
@@ -82,7 +85,7 @@ impl Iommu {
     /// data plane: the RID's `attached` flag, or the device's PASID table entry (pointing at
     /// the group's cell for the PASID, which an attach published first). What clearing an
     /// entry unlinks goes to `released`, for retirement before the caller's fence.
-    fn mark_attached(
+    pub(super) fn mark_attached(
         objects: &mut Objects,
         dev: ObjId,
         pasid: u32,
@@ -117,7 +120,7 @@ impl Iommu {
     }
 
     /// `EINVAL` unless `pasid` is one of `dev`'s PASIDs (not 0, below `1 << pasid_bits`).
-    fn check_pasid(&self, dev: ObjId, pasid: u32) -> Result<()> {
+    pub(super) fn check_pasid(&self, dev: ObjId, pasid: u32) -> Result<()> {
         let objects = self.objects();
         let device = objects.device(dev)?;
         if device.shared.pasids.in_range(pasid) {
@@ -131,16 +134,21 @@ impl Iommu {
         }
     }
 
-    /// Runs a planning loop: `step` plans (and commits, when it can) under the table lock;
-    /// a `Populate` answer is served outside it, then `step` runs again.
+    /// Runs a planning loop: `step` plans (and commits, when it can) under the table lock,
+    /// with the IOAS locks it asked for taken before it ([`with_ioas_locks`]); a `Populate`
+    /// answer is served outside every lock, then `step` runs again.
     fn plan_and_commit(
         &self,
-        mut step: impl FnMut(&mut Option<Pending>, &mut Released) -> Result<Step>,
+        mut step: impl FnMut(
+            &mut Option<Pending>,
+            &mut Released,
+            &mut Held<'_>,
+        ) -> Result<Locking<Step>>,
     ) -> Result<ObjId> {
         let mut released = Released::default();
         let mut pending: Option<Pending> = None;
         let result = loop {
-            match step(&mut pending, &mut released) {
+            match with_ioas_locks(|held| step(&mut pending, &mut released, held)) {
                 Ok(Step::Done(id)) => break Ok(id),
                 Ok(Step::Populate {
                     ioas,
@@ -250,7 +258,9 @@ impl Iommu {
     /// If the device's group is already attached, the device joins the group's HWPT;
     /// asking for another one is `EINVAL` (move the group with [`Iommu::device_replace`]).
     pub fn device_attach(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
-        self.plan_and_commit(|pending, released| self.attach_step(dev, 0, pt, pending, released))
+        self.plan_and_commit(|pending, released, held| {
+            self.attach_step(dev, 0, pt, pending, released, held)
+        })
     }
 
     /// Attaches PASID `pasid` of `dev` to `pt` (a HWPT, or an IOAS for an auto HWPT, as for
@@ -264,8 +274,8 @@ impl Iommu {
     /// same HWPT, else `EINVAL`.
     pub fn device_attach_pasid(&self, dev: ObjId, pasid: u32, pt: ObjId) -> Result<ObjId> {
         self.check_pasid(dev, pasid)?;
-        self.plan_and_commit(|pending, released| {
-            self.attach_step(dev, pasid, pt, pending, released)
+        self.plan_and_commit(|pending, released, held| {
+            self.attach_step(dev, pasid, pt, pending, released, held)
         })
     }
 
@@ -276,7 +286,8 @@ impl Iommu {
         pt: ObjId,
         pending: &mut Option<Pending>,
         released: &mut Released,
-    ) -> Result<Step> {
+        held: &mut Held<'_>,
+    ) -> Result<Locking<Step>> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         let device = objects.device(dev)?;
@@ -324,17 +335,33 @@ impl Iommu {
             Dest::NewAuto(i) => {
                 objects.check_id_available()?;
                 if !fits(pending, i, bits) {
-                    return Ok(Step::Populate {
+                    return Ok(Locking::Done(Step::Populate {
                         ioas: i.clone(),
                         iova_bits: bits,
                         members: vec![limits],
                         pt,
-                    });
+                    }));
                 }
                 i.clone()
             }
         };
-        let mut state = lock(&ioas.state);
+        // The IOAS's lock is taken before the table's (G14): if it is not held, run again
+        // with it.
+        let Some(state) = held.get(&ioas) else {
+            return Ok(Locking::Relock(vec![ioas]));
+        };
+        if let (Dest::NewAuto(_), Some(p)) = (&dest, pending.as_ref()) {
+            if !state.pending_intact(&p.domain) {
+                // A map went past the new domain's aperture: populate again (its check sees
+                // the map now).
+                return Ok(Locking::Done(Step::Populate {
+                    ioas: ioas.clone(),
+                    iova_bits: bits,
+                    members: vec![limits],
+                    pt,
+                }));
+            }
+        }
         state.check_fits(&limits, pt)?;
         state.check_reserved(&limits)?;
         // Commit: nothing below can fail.
@@ -342,11 +369,10 @@ impl Iommu {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut state, p, true, false)
+                Self::commit_hwpt(objects, state, p, true, false)
             }
         };
         state.add_device(&limits);
-        drop(state);
         let target = objects.hwpt_mut(hwpt);
         target.users += 1;
         let domain = target.domain.clone();
@@ -355,7 +381,7 @@ impl Iommu {
         }
         // After the publish: a reader that sees the device attached sees the domain.
         Self::mark_attached(objects, dev, pasid, Some(hwpt), released);
-        Ok(Step::Done(hwpt))
+        Ok(Locking::Done(Step::Done(hwpt)))
     }
 
     /// Moves an attached device's whole group to `pt` (a HWPT, or an IOAS for its auto
@@ -363,7 +389,9 @@ impl Iommu {
     /// from any domain to any other (G4). Replacing to the current HWPT is a no-op. Returns
     /// the new HWPT id.
     pub fn device_replace(&self, dev: ObjId, pt: ObjId) -> Result<ObjId> {
-        self.plan_and_commit(|pending, released| self.replace_step(dev, 0, pt, pending, released))
+        self.plan_and_commit(|pending, released, held| {
+            self.replace_step(dev, 0, pt, pending, released, held)
+        })
     }
 
     /// Moves PASID `pasid` of an attached device, for every device of its group that has it
@@ -373,8 +401,8 @@ impl Iommu {
     /// `EINVAL` for an invalid PASID (as attach) or one the device does not have attached.
     pub fn device_replace_pasid(&self, dev: ObjId, pasid: u32, pt: ObjId) -> Result<ObjId> {
         self.check_pasid(dev, pasid)?;
-        self.plan_and_commit(|pending, released| {
-            self.replace_step(dev, pasid, pt, pending, released)
+        self.plan_and_commit(|pending, released, held| {
+            self.replace_step(dev, pasid, pt, pending, released, held)
         })
     }
 
@@ -385,7 +413,8 @@ impl Iommu {
         pt: ObjId,
         pending: &mut Option<Pending>,
         released: &mut Released,
-    ) -> Result<Step> {
+        held: &mut Held<'_>,
+    ) -> Result<Locking<Step>> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         let device = objects.device(dev)?;
@@ -416,7 +445,7 @@ impl Iommu {
         };
         if let Dest::Hwpt(h) = dest {
             if h == old {
-                return Ok(Step::Done(old));
+                return Ok(Locking::Done(Step::Done(old)));
             }
         }
         let old_ioas = objects.hwpt(old).ioas.clone();
@@ -426,19 +455,34 @@ impl Iommu {
                 objects.check_id_available()?;
                 if !fits(pending, i, bits) {
                     let same = Arc::ptr_eq(i, &old_ioas);
-                    return Ok(Step::Populate {
+                    return Ok(Locking::Done(Step::Populate {
                         ioas: i.clone(),
                         iova_bits: bits,
                         // Within one IOAS the members are already there.
                         members: if same { Vec::new() } else { members },
                         pt,
-                    });
+                    }));
                 }
                 i.clone()
             }
         };
         let same_ioas = old_ioas.id == new_ioas.id;
-        let (mut new_state, mut old_state) = lock_two(&new_ioas, &old_ioas);
+        // Both IOAS locks are taken before the table's (G14): if they are not held, run
+        // again with them.
+        let Some((new_state, mut old_state)) = held.get_two(&new_ioas, &old_ioas) else {
+            return Ok(Locking::Relock(vec![new_ioas, old_ioas]));
+        };
+        if let (Dest::NewAuto(_), Some(p)) = (&dest, pending.as_ref()) {
+            if !new_state.pending_intact(&p.domain) {
+                // A map went past the new domain's aperture: populate again.
+                return Ok(Locking::Done(Step::Populate {
+                    ioas: new_ioas.clone(),
+                    iova_bits: bits,
+                    members: if same_ioas { Vec::new() } else { members },
+                    pt,
+                }));
+            }
+        }
         if !same_ioas {
             // The group's devices must fit the new IOAS, and their reserved ranges must be
             // free there (they are enforced before the publish, G7).
@@ -452,7 +496,7 @@ impl Iommu {
             Dest::Hwpt(h) => h,
             Dest::NewAuto(_) => {
                 let p = pending.take().expect("checked by `fits`");
-                Self::commit_hwpt(objects, &mut new_state, p, true, false)
+                Self::commit_hwpt(objects, new_state, p, true, false)
             }
         };
         if !same_ioas {
@@ -464,7 +508,7 @@ impl Iommu {
         // The publish: one store switches every device of the group (G3).
         self.publish(objects, gid, pasid, Some(new), domain, released);
         // Reserved ranges leave the old IOAS only after the switch (G7).
-        if let Some(old_state) = old_state.as_mut() {
+        if let Some(old_state) = old_state.as_deref_mut() {
             for m in &members {
                 old_state.remove_device(m.dev, pasid);
             }
@@ -479,93 +523,9 @@ impl Iommu {
         let old_hwpt = objects.hwpt_mut(old);
         old_hwpt.users -= n;
         if old_hwpt.auto && old_hwpt.users == 0 {
-            let state = old_state.as_deref_mut().unwrap_or(&mut new_state);
+            let state = old_state.unwrap_or(new_state);
             objects.free_auto_hwpt(old, state, released);
         }
-        Ok(Step::Done(new))
-    }
-
-    /// Detaches a device. Its translations fault `Blocked` from now on; when it was the last
-    /// attached device of its group, the group moves to the blocked domain (the other devices
-    /// keep translating otherwise). When this returns, no guard of the device made before the
-    /// call is alive (G6).
-    ///
-    /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
-    pub fn device_detach(&self, dev: ObjId) -> Result<()> {
-        self.check_not_pinned("device_detach")?;
-        self.detach(dev, 0)
-    }
-
-    /// Detaches PASID `pasid` of a device: its `pin_pasid(pasid)` guards fault `Blocked` from
-    /// now on; when it was the last device of its group with that PASID attached, the group's
-    /// PASID cell moves to the blocked domain. When this returns, no guard of the device made
-    /// before the call is alive (G6). The RID and the device's other PASIDs are untouched.
-    ///
-    /// `EINVAL` for an invalid PASID or one the device does not have attached; `EDEADLK` if
-    /// the calling thread holds a guard of this `Iommu`.
-    pub fn device_detach_pasid(&self, dev: ObjId, pasid: u32) -> Result<()> {
-        self.check_not_pinned("device_detach_pasid")?;
-        self.check_pasid(dev, pasid)?;
-        self.detach(dev, pasid)
-    }
-
-    /// Detaches `dev` at `pasid` (0: the RID), then fences.
-    fn detach(&self, dev: ObjId, pasid: u32) -> Result<()> {
-        let mut released = Released::default();
-        self.detach_step(dev, pasid, &mut released)?;
-        let grace = &self.shared.grace;
-        for domain in released.domains {
-            grace.retire(Garbage::Domain(domain));
-        }
-        if !released.pasid.is_empty() {
-            grace.retire(Garbage::Pasid(released.pasid));
-        }
-        // The fence: after the attached flag was cleared (or the PASID entry, and what it
-        // alone kept, unlinked) and the domains retired, so it covers all of them.
-        grace.synchronize();
-        grace.collect();
-        Ok(())
-    }
-
-    fn detach_step(&self, dev: ObjId, pasid: u32, released: &mut Released) -> Result<()> {
-        let mut guard = self.objects_mut();
-        let objects = &mut *guard;
-        let device = objects.device(dev)?;
-        let Some(hwpt) = device.hwpt_at(pasid) else {
-            return Err(if pasid == 0 {
-                Error::NotAttached { dev }
-            } else {
-                Error::PasidNotAttached { dev, pasid }
-            });
-        };
-        let gid = device.group;
-        let ioas = objects.hwpt(hwpt).ioas.clone();
-        let mut state = lock(&ioas.state);
-        // The flag down or the entry cleared; the fence that `detach` waits for after this
-        // call makes every later guard see it.
-        Self::mark_attached(objects, dev, pasid, None, released);
-        state.remove_device(dev, pasid);
-        let still_attached = objects.groups[&gid].devices.iter().any(|m| {
-            objects
-                .device(*m)
-                .is_ok_and(|md| md.hwpt_at(pasid).is_some())
-        });
-        if !still_attached {
-            let blocked = self.shared.blocked.clone();
-            self.publish(objects, gid, pasid, None, blocked, released);
-            if pasid != 0 {
-                // No device of the group can reach the PASID's cell any more (every entry
-                // for it is cleared): it goes with the fence, a later attach makes a new one.
-                if let Some(p) = objects.group_mut(gid).pasids.remove(&pasid) {
-                    released.pasid.push_cell(p.cell);
-                }
-            }
-        }
-        let left = objects.hwpt_mut(hwpt);
-        left.users -= 1;
-        if left.auto && left.users == 0 {
-            objects.free_auto_hwpt(hwpt, &mut state, released);
-        }
-        Ok(())
+        Ok(Locking::Done(Step::Done(new)))
     }
 }

@@ -1,9 +1,8 @@
 //! `destroy`: IOASes, user HWPTs and detached devices.
 
-use super::objects::Released;
+use super::objects::{with_ioas_locks, Held, Locking, Obj, Released};
 use super::Iommu;
 use crate::error::{Error, Result};
-use crate::sync::lock;
 use crate::types::{ObjId, ObjKind};
 
 impl Iommu {
@@ -14,18 +13,27 @@ impl Iommu {
     /// guard can use it (G9).
     pub fn destroy(&self, id: ObjId) -> Result<()> {
         let mut released = Released::default();
-        self.destroy_step(id, &mut released)?;
+        with_ioas_locks(|held| self.destroy_step(id, &mut released, held))?;
         self.finish(released);
         Ok(())
     }
 
-    fn destroy_step(&self, id: ObjId, released: &mut Released) -> Result<()> {
+    /// The IOAS's lock (of the IOAS, or of a paging HWPT's) is taken before the table's
+    /// (G14); a destroyed IOAS's areas are dropped after both ([`Released`]).
+    fn destroy_step(
+        &self,
+        id: ObjId,
+        released: &mut Released,
+        held: &mut Held<'_>,
+    ) -> Result<Locking<()>> {
         let mut guard = self.objects_mut();
         let objects = &mut *guard;
         match objects.get(id)?.kind() {
             ObjKind::Ioas => {
                 let ioas = objects.ioas(id)?.clone();
-                let mut state = lock(&ioas.state);
+                let Some(state) = held.get(&ioas) else {
+                    return Ok(Locking::Relock(vec![ioas]));
+                };
                 let users = state.hwpt_count();
                 if users > 0 {
                     return Err(Error::Busy {
@@ -37,8 +45,9 @@ impl Iommu {
                 // A map or unmap that looked the IOAS up just before fails `ENOENT`; a pending
                 // domain's call finds it gone and discards the domain.
                 state.destroyed = true;
-                drop(state);
-                objects.map.remove(&id);
+                if let Some(Obj::Ioas(ioas)) = objects.map.remove(&id) {
+                    released.ioas = Some(ioas);
+                }
             }
             ObjKind::Hwpt => {
                 let hwpt = objects.hwpt(id);
@@ -59,10 +68,13 @@ impl Iommu {
                     Some(parent) => objects.hwpt_mut(parent).children -= 1,
                     None => {
                         let ioas = hwpt.ioas.clone();
-                        lock(&ioas.state).remove_domain(id);
+                        let Some(state) = held.get(&ioas) else {
+                            return Ok(Locking::Relock(vec![ioas]));
+                        };
+                        state.remove_domain(id);
                     }
                 }
-                if let Some(super::objects::Obj::Hwpt(h)) = objects.map.remove(&id) {
+                if let Some(Obj::Hwpt(h)) = objects.map.remove(&id) {
                     released.domains.push(h.domain);
                 }
             }
@@ -86,6 +98,6 @@ impl Iommu {
                 }
             }
         }
-        Ok(())
+        Ok(Locking::Done(()))
     }
 }

@@ -38,7 +38,13 @@ impl Iommu {
                 return Err(Error::NoSuchObject { id: ioas.id });
             }
             check(&state)?;
-            state.add_pending(Domain::paging(iova_bits, &self.shared.grace.counters))
+            let domain = state.add_pending(Domain::paging(iova_bits, &self.shared.grace.counters));
+            // The budget counts the new domain's tables too: past it, the domain goes (G8).
+            if let Err(e) = state.check_tables() {
+                state.discard_pending(&domain);
+                return Err(e);
+            }
+            domain
         };
         Ok(Pending {
             ioas,
@@ -107,6 +113,15 @@ impl Iommu {
             (ioas, bits, limits)
         };
         let pending = self.prepare_domain(ioas, bits, |state| state.check_fits(&limits, pt))?;
+        let ioas = pending.ioas.clone();
+        let mut state = lock(&ioas.state);
+        if !state.pending_intact(&pending.domain) {
+            // A map went past the new domain's aperture: populate again, whose check sees it.
+            drop(state);
+            self.discard(pending);
+            return self.hwpt_alloc(dev, pt, flags);
+        }
+        // The IOAS's lock before the table's (G10, G14).
         let mut objects = self.objects_mut();
         // Re-checked under the write lock: the IOAS may have been destroyed, or the last ID
         // taken, while the domain was populated.
@@ -116,11 +131,9 @@ impl Iommu {
         };
         if let Err(e) = still {
             drop(objects);
-            self.discard(pending);
+            state.discard_pending(&pending.domain);
             return Err(e);
         }
-        let ioas = pending.ioas.clone();
-        let mut state = lock(&ioas.state);
         let nest_parent = flags.contains(HwptFlags::NEST_PARENT);
         Ok(Self::commit_hwpt(
             &mut objects,

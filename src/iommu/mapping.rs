@@ -5,7 +5,7 @@ use super::objects::Obj;
 use super::Iommu;
 use crate::error::{Error, Result};
 use crate::grace::{Garbage, Grace, Ticket};
-use crate::ioas::{check_range_args, Ioas};
+use crate::ioas::{check_range_args, Budget, BudgetUsage, Ioas};
 use crate::pagetable::RetiredTables;
 use crate::sync::{lock, Arc};
 use crate::types::{ObjId, Prot};
@@ -72,6 +72,31 @@ impl Iommu {
         Ok(id)
     }
 
+    /// Sets what maps may make the library allocate for `ioas` ([`Budget`]): past it,
+    /// [`Iommu::ioas_map`] fails with `ENOMEM` ([`Error::BudgetExceeded`]) and changes
+    /// nothing, and so does an attach or `hwpt_alloc` whose new domain would take the IOAS's
+    /// page tables past it. What the IOAS already uses stays. A new IOAS's budget is
+    /// unlimited. `ENOENT` / `EINVAL` if `ioas` is not an IOAS.
+    pub fn ioas_set_budget(&self, ioas: ObjId, budget: Budget) -> Result<()> {
+        let ioas = self.lookup_ioas(ioas)?;
+        let mut state = lock(&ioas.state);
+        if state.destroyed {
+            return Err(Error::NoSuchObject { id: ioas.id });
+        }
+        state.set_budget(budget);
+        Ok(())
+    }
+
+    /// What `ioas` uses of its budget now: areas, and page-table bytes over its domains.
+    pub fn ioas_usage(&self, ioas: ObjId) -> Result<BudgetUsage> {
+        let ioas = self.lookup_ioas(ioas)?;
+        let state = lock(&ioas.state);
+        if state.destroyed {
+            return Err(Error::NoSuchObject { id: ioas.id });
+        }
+        Ok(state.usage())
+    }
+
     /// The IOAS named `id` (a read-locked lookup: never waits behind a populate).
     fn lookup_ioas(&self, id: ObjId) -> Result<Arc<Ioas>> {
         self.objects().ioas(id).cloned()
@@ -80,6 +105,9 @@ impl Iommu {
     /// Maps `len` bytes at `target` into `ioas`, at `iova` or (with `None`) at a free IOVA
     /// aligned for huge leaves; returns the IOVA. Every domain of the IOAS holds the mapping
     /// when this returns.
+    ///
+    /// `ENOMEM` if the map could take the IOAS past its budget ([`Iommu::ioas_set_budget`]);
+    /// nothing changes then.
     pub fn ioas_map(
         &self,
         ioas: ObjId,
@@ -105,8 +133,15 @@ impl Iommu {
     /// could have translated into the range is alive (G5), and the page-table nodes it emptied
     /// are freed.
     ///
-    /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
+    /// `ENOENT` / `EINVAL` for an `ioas` that is not an IOAS and `EINVAL` / `EOVERFLOW` for a
+    /// malformed range come first; then `EDEADLK` if the calling thread holds a guard of this
+    /// `Iommu`.
     pub fn ioas_unmap(&self, ioas: ObjId, iova: u64, len: u64) -> Result<u64> {
+        // Argument errors first (`ENOENT`, `EINVAL`): a call that makes them never waits.
+        let ioas = self.lookup_ioas(ioas)?;
+        if !(iova == 0 && len == u64::MAX) {
+            check_range_args("unmap", iova, None, len)?;
+        }
         self.check_not_pinned("ioas_unmap")?;
         let (bytes, ticket) = self.unmap_begin(ioas, iova, len)?;
         if bytes > 0 {
@@ -125,7 +160,7 @@ impl Iommu {
     /// for the last completion: one grace period for the batch. Never `EDEADLK` (it does not
     /// wait); [`UnmapCompletion::wait`] may be.
     pub fn ioas_unmap_deferred(&self, ioas: ObjId, iova: u64, len: u64) -> Result<UnmapCompletion> {
-        let (bytes, ticket) = self.unmap_begin(ioas, iova, len)?;
+        let (bytes, ticket) = self.unmap_begin(self.lookup_ioas(ioas)?, iova, len)?;
         Ok(UnmapCompletion {
             grace: self.shared.grace.clone(),
             ticket,
@@ -134,8 +169,7 @@ impl Iommu {
     }
 
     /// Clears the range from the IOAS and its domains, and starts its fence.
-    fn unmap_begin(&self, ioas: ObjId, iova: u64, len: u64) -> Result<(u64, Ticket)> {
-        let ioas = self.lookup_ioas(ioas)?;
+    fn unmap_begin(&self, ioas: Arc<Ioas>, iova: u64, len: u64) -> Result<(u64, Ticket)> {
         let mut retired = RetiredTables::default();
         let bytes = {
             let mut state = lock(&ioas.state);

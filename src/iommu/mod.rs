@@ -5,7 +5,8 @@
 //! | `objects.rs` | the object table (IDs, HWPTs, devices, groups) and its lookups |
 //! | `mapping.rs` | IOASes: `ioas_alloc`, `ioas_map`, `ioas_unmap` and the deferred unmap |
 //! | `hwpt.rs` | paging HWPTs: `hwpt_alloc`, and populating a domain outside the table lock |
-//! | `attach.rs` | `device_bind`, `device_attach`, `device_replace`, `device_detach`, publish |
+//! | `attach.rs` | `device_bind`, `device_attach`, `device_replace`, publish |
+//! | `detach.rs` | `device_detach`, `device_detach_pasid` |
 //! | `nested.rs` | nested HWPTs: `hwpt_alloc_nested`, `hwpt_invalidate` |
 //! | `destroy.rs` | `destroy` |
 //!
@@ -13,11 +14,15 @@
 //!
 //! Taken in this order, never the other way (G10):
 //!
-//! 1. `objects`, an `RwLock` over the object table. Read-locked for lookups (map, unmap);
-//!    write-locked for bounded work only: checks and commits of attach, replace, detach,
-//!    destroy, bind and the ID step of `hwpt_alloc`.
-//! 2. IOAS locks, at most two at once, in ID order. The page tables' writer mutexes nest
+//! 1. IOAS locks, at most two at once, in ID order. The page tables' writer mutexes nest
 //!    inside their IOAS's lock.
+//! 2. `objects`, an `RwLock` over the object table. Read-locked for lookups (map, unmap);
+//!    write-locked for bounded work only: checks and commits of attach, replace, detach,
+//!    destroy, bind and the ID step of `hwpt_alloc`. Nothing waits for an IOAS's lock while
+//!    holding it: a call that changes objects on an IOAS takes that IOAS's lock first, then
+//!    the table's, and re-plans if the table says it needs another IOAS
+//!    (`objects::with_ioas_locks`). So a map, a populate or a large unmap on one IOAS never
+//!    delays a call on another (G14).
 //! 3. The grace domain's registry and retired-list mutexes (leaf locks: nothing is taken
 //!    under them).
 //!
@@ -42,6 +47,7 @@
 
 mod attach;
 mod destroy;
+mod detach;
 mod hwpt;
 mod mapping;
 mod nested;
@@ -142,6 +148,8 @@ impl Iommu {
         if !released.pasid.is_empty() {
             grace.retire(Garbage::Pasid(released.pasid));
         }
+        // A destroyed IOAS's areas are freed here, with no lock held (G14).
+        drop(released.ioas);
         grace.maintain();
     }
 

@@ -83,7 +83,7 @@ impl Iommu {
     /// a zero-length range or a PASID above 20 bits; `EOVERFLOW` for a range that wraps;
     /// `EDEADLK` if the calling thread holds a guard of this `Iommu`.
     pub fn hwpt_invalidate(&self, hwpt: ObjId, inv: Invalidation) -> Result<()> {
-        self.check_not_pinned("hwpt_invalidate")?;
+        // Argument errors first: a call that makes them never waits.
         check_invalidation(&inv)?;
         let domain = {
             let objects = self.objects();
@@ -96,6 +96,7 @@ impl Iommu {
             }
             h.domain.clone()
         };
+        self.check_not_pinned("hwpt_invalidate")?;
         domain
             .as_nested()
             .expect("a HWPT with a parent is nested")

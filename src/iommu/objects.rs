@@ -2,7 +2,9 @@
 //!
 //! It lives behind one `RwLock` (`Shared::objects`). Lookups (`ioas_map`, `ioas_unmap`, the
 //! first phase of `hwpt_alloc`) read-lock it; calls that change objects write-lock it for
-//! bounded work only: never while a domain is populated or a range is cleared (G14).
+//! bounded work only: never while a domain is populated or a range is cleared, and never
+//! while waiting for an IOAS's lock: the IOAS locks a call needs are taken first
+//! ([`with_ioas_locks`]) (G14).
 
 use crate::device::DeviceShared;
 use crate::domain::Domain;
@@ -167,6 +169,8 @@ pub(super) struct Released {
     pub(super) domains: Vec<Arc<Domain>>,
     /// PASID cells and table leaves a detach unlinked.
     pub(super) pasid: PasidGarbage,
+    /// A destroyed IOAS: its areas are dropped after every lock is released (G14).
+    pub(super) ioas: Option<Arc<Ioas>>,
 }
 
 impl Objects {
@@ -289,20 +293,66 @@ pub(super) fn wrong_type(id: ObjId, expected: ObjKind, found: &Obj) -> Error {
     }
 }
 
-/// Locks one or two IOASes in ID order. Returns (first's state, second's state if distinct).
-pub(super) fn lock_two<'a>(
-    a: &'a Ioas,
-    b: &'a Ioas,
-) -> (MutexGuard<'a, IoasState>, Option<MutexGuard<'a, IoasState>>) {
-    if a.id == b.id {
-        (lock(&a.state), None)
-    } else if a.id < b.id {
-        let ga = lock(&a.state);
-        let gb = lock(&b.state);
-        (ga, Some(gb))
-    } else {
-        let gb = lock(&b.state);
-        let ga = lock(&a.state);
-        (ga, Some(gb))
+/// What a step run under [`with_ioas_locks`] answers: done, or which IOASes it needs locked
+/// (it found that it needs others than those held: run it again with these).
+pub(super) enum Locking<T> {
+    Done(T),
+    Relock(Vec<Arc<Ioas>>),
+}
+
+/// The IOAS locks a step holds, taken in ID order before the object table's lock (G10): no
+/// call waits for an IOAS's lock while it holds the table's lock (G14).
+pub(super) struct Held<'a> {
+    guards: Vec<(ObjId, MutexGuard<'a, IoasState>)>,
+}
+
+impl Held<'_> {
+    /// The state of `ioas`, if its lock is held.
+    pub(super) fn get(&mut self, ioas: &Ioas) -> Option<&mut IoasState> {
+        self.guards
+            .iter_mut()
+            .find(|(id, _)| *id == ioas.id)
+            .map(|(_, g)| &mut **g)
+    }
+
+    /// The states of `a` and of `b` (`None` for `b` when it is `a`), if both locks are held.
+    pub(super) fn get_two(
+        &mut self,
+        a: &Ioas,
+        b: &Ioas,
+    ) -> Option<(&mut IoasState, Option<&mut IoasState>)> {
+        let ia = self.guards.iter().position(|(id, _)| *id == a.id)?;
+        let ib = self.guards.iter().position(|(id, _)| *id == b.id)?;
+        if ia == ib {
+            return Some((&mut *self.guards[ia].1, None));
+        }
+        let (lo, hi) = self.guards.split_at_mut(ia.max(ib));
+        let (x, y) = (&mut *lo[ia.min(ib)].1, &mut *hi[0].1);
+        Some(if ia < ib { (x, Some(y)) } else { (y, Some(x)) })
+    }
+}
+
+/// Runs `step` with the IOAS locks it asks for held (none at first), in ID order, until it
+/// is done. `step` takes the object table's lock itself, after them; when the objects it
+/// finds need other IOASes than those held, it answers [`Locking::Relock`] (releasing the
+/// table's lock) and runs again with those: the object graph changed in between, or this is
+/// the first pass.
+pub(super) fn with_ioas_locks<T>(
+    mut step: impl FnMut(&mut Held<'_>) -> Result<Locking<T>>,
+) -> Result<T> {
+    let mut want: Vec<Arc<Ioas>> = Vec::new();
+    loop {
+        want.sort_by_key(|i| i.id);
+        want.dedup_by_key(|i| i.id);
+        let answer = {
+            let mut held = Held {
+                guards: want.iter().map(|i| (i.id, lock(&i.state))).collect(),
+            };
+            step(&mut held)?
+        };
+        match answer {
+            Locking::Done(t) => return Ok(t),
+            Locking::Relock(ioases) => want = ioases,
+        }
     }
 }

@@ -77,6 +77,7 @@ impl PageTable {
                 }
             } else {
                 let child = self.alloc_table();
+                self.owned.fetch_add(1, Ordering::Relaxed);
                 // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
                 // zeroed entries are visible to a reader that follows this link (for a pooled
                 // table, its clearing stores happen before the pool's mutex handed it to us).

@@ -64,7 +64,7 @@ pub(crate) use entry::Pte;
 pub(crate) use retired::RetiredTables;
 
 use crate::grace::Counters;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 use pool::{Pool, PoolState};
 use std::ptr::NonNull;
 use table::Table;
@@ -202,7 +202,14 @@ pub(crate) struct PageTable {
     /// Counts the unmaps of this table: the stage-2 half of a nested domain's IOTLB
     /// stamp ([`crate::nested`]). Bumped after the entries are cleared.
     unmaps: AtomicU64,
+    /// Tables this page table owns: the root and every linked table (not pooled or retired
+    /// ones). Written only under the writer mutex (so `Relaxed`); read by an IOAS's budget
+    /// check ([`crate::Budget`]).
+    owned: AtomicUsize,
 }
+
+/// The bytes one table takes, as budgets count them.
+pub(crate) const TABLE_BYTES: u64 = std::mem::size_of::<Table>() as u64;
 
 // SAFETY: the tables behind the raw pointers are only read and written through atomics;
 // writers are serialized by `writer`; tables are freed only after a grace period
@@ -235,6 +242,7 @@ impl PageTable {
             }),
             counters,
             unmaps: AtomicU64::new(0),
+            owned: AtomicUsize::new(1),
         }
     }
 
@@ -250,6 +258,39 @@ impl PageTable {
     /// The last IOVA this table can map.
     pub(crate) fn aperture_last(&self) -> u64 {
         self.aperture_last
+    }
+
+    /// Tables this page table owns now (the root and every linked table).
+    #[inline]
+    pub(crate) fn owned_tables(&self) -> u64 {
+        self.owned.load(Ordering::Relaxed) as u64
+    }
+
+    /// The most tables that `map(iova, target, len)` can add: for each level below the root,
+    /// one table per slot of the level above that a leaf of this level or lower lands in.
+    /// Where `iova` and `target` are congruent modulo a large leaf, only the unaligned head
+    /// and tail use smaller leaves (one slot each). An upper bound, computed from the
+    /// arguments alone in O(levels); tables the range already has count too.
+    pub(crate) fn tables_bound(&self, iova: u64, target: u64, len: u64) -> u64 {
+        let last = iova + (len - 1);
+        let top_leaf = MAX_LEAF_LEVEL.min(self.levels - 1);
+        // The largest leaf level the congruence of `iova` and `target` allows.
+        let mut congruent = 0;
+        while congruent < top_leaf && (iova ^ target) % leaf_size(congruent + 1) == 0 {
+            congruent += 1;
+        }
+        let mut tables = 0u64;
+        for level in 0..self.levels - 1 {
+            // Tables at `level` hang off the slots of `level + 1`.
+            let shift = PAGE_SHIFT + LEVEL_BITS * (level + 1);
+            let slots = (last >> shift) - (iova >> shift) + 1;
+            tables = tables.saturating_add(if level >= congruent {
+                slots
+            } else {
+                slots.min(2)
+            });
+        }
+        tables
     }
 
     /// Frees the emptied tables kept for reuse (see [`POOL_TABLES`]).

@@ -359,3 +359,42 @@ fn a_large_map_over_a_kept_empty_table_maps_inside_it() {
         "every table freed"
     );
 }
+
+proptest::proptest! {
+    /// `tables_bound` bounds what a map adds, and `owned_tables` counts exactly the root and
+    /// the linked tables (the budget of an IOAS reads both, [`crate::Budget`]).
+    #[test]
+    fn tables_bound_bounds_what_a_map_adds(
+        maps in proptest::collection::vec((0u64..1 << 24, 0u64..1 << 24, 1u64..1 << 12, 0u64..2), 1..6),
+        bits in proptest::sample::select(vec![39u8, 48]),
+    ) {
+        let (r, pt) = table(bits);
+        let mut used: Vec<(u64, u64)> = Vec::new();
+        for (page, tpage, pages, huge) in maps {
+            // Half the maps congruent modulo 1 GiB (huge leaves possible), half not.
+            let iova = page * K4 + huge * G1;
+            let target = if huge == 1 { iova + 3 * G1 } else { tpage * K4 };
+            let len = pages * K4 * if huge == 1 { 512 } else { 1 };
+            let last = iova + len - 1;
+            if used.iter().any(|&(s, l)| s <= last && l >= iova) {
+                continue;
+            }
+            used.push((iova, last));
+            let before = pt.owned_tables();
+            let bound = pt.tables_bound(iova, target, len);
+            pt.map(iova, target, len, Prot::RW);
+            let after = pt.owned_tables();
+            proptest::prop_assert!(after - before <= bound, "{after} - {before} > {bound}");
+            proptest::prop_assert_eq!(
+                after as usize,
+                r.counters.tables.load(Ordering::Relaxed)
+            );
+        }
+        for (s, l) in used {
+            unmap(&pt, s, l - s + 1);
+        }
+        let mut retired = RetiredTables::default();
+        pt.prune(&mut retired);
+        proptest::prop_assert_eq!(pt.owned_tables(), 1);
+    }
+}

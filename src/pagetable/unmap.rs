@@ -131,6 +131,7 @@ impl PageTable {
                 slot.store(0, Ordering::Relaxed);
                 t.live.fetch_sub(1, Ordering::Relaxed);
                 retired.push(child, &self.pool);
+                self.owned.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }

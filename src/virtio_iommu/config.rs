@@ -1,6 +1,7 @@
 //! Feature bits and the configuration space (`struct virtio_iommu_config`, virtio 1.3
 //! section 5.13.4).
 
+use crate::ioas::Budget;
 use crate::types::PAGE_SIZE;
 use std::ops::Range;
 
@@ -61,6 +62,16 @@ pub struct Config {
     /// address: the VMM's guest RAM and, if it chooses, MMIO windows; everything else faults.
     /// Default: `0 .. 2^48`, every address of a 48-bit machine. Must not be empty.
     pub bypass_ranges: Vec<Range<u64>>,
+    /// The budget each domain's IOAS gets ([`crate::Budget`]): a MAP that could take the
+    /// domain past it is answered `VIRTIO_IOMMU_S_NOMEM` and changes nothing. Default
+    /// [`Config::DEFAULT_BUDGET`]: 2^18 mappings, 512 MiB of page tables, 32 MiB of page
+    /// tables per MAP. A guest cannot make a domain without an endpoint, and endpoints are
+    /// the VMM's, so the device as a whole is bounded by endpoints times this. A VMM whose
+    /// guest needs more (a big guest that maps its RAM with 4 KiB pages through a nested
+    /// assigned device, say: 1 TiB of 4 KiB maps takes 2 GiB of tables) raises it here, e.g.
+    /// `Config { budget: Budget { max_table_bytes: 4 << 30, ..Config::DEFAULT_BUDGET },
+    /// ..Config::default() }`; [`crate::Budget::UNLIMITED`] turns it off.
+    pub budget: Budget,
 }
 
 impl Default for Config {
@@ -74,11 +85,26 @@ impl Default for Config {
             probe_size: 512,
             boot_bypass: true,
             bypass_ranges: vec![0..1 << 48],
+            budget: Config::DEFAULT_BUDGET,
         }
     }
 }
 
 impl Config {
+    /// The default [`Config::budget`]. Page tables: 512 MiB, so a guest's MAP requests are
+    /// refused before the tables they make reach 1 GiB (tables an unmap emptied and the few a
+    /// page table pools are within it or bounded apart: 24 tables a domain). One MAP may add
+    /// at most 32 MiB of tables, about 60 ms of work on the queue thread (building 16 MiB of
+    /// tables took 33 ms): enough for 16 GiB of IOVA with 4 KiB leaves in one request, or
+    /// 8 TiB with 2 MiB leaves. Mappings: 2^18, VFIO's `dma_entry_limit` (65535) times four,
+    /// which a strict-mode guest's in-flight DMA stays far below; they take about 100 bytes
+    /// each (the area index, the page-table leaves aside).
+    pub const DEFAULT_BUDGET: Budget = Budget {
+        max_areas: 1 << 18,
+        max_table_bytes: 512 << 20,
+        max_map_table_bytes: 32 << 20,
+    };
+
     /// The granule: the lowest page size in `page_size_mask`, at least 4 KiB (viommu's).
     pub fn granule(&self) -> u64 {
         let low = self.page_size_mask & self.page_size_mask.wrapping_neg();

@@ -58,8 +58,15 @@ impl VirtioIommu {
                 Ok(id) => (id, false),
                 Err(e) => return (status_of(&e), None),
             },
+            // A new domain gets the configured budget before any MAP can reach it.
             None => match self.iommu.ioas_alloc() {
-                Ok(id) => (id, true),
+                Ok(id) => match self.iommu.ioas_set_budget(id, self.config.budget) {
+                    Ok(()) => (id, true),
+                    Err(e) => {
+                        let _ = self.iommu.destroy(id);
+                        return (status_of(&e), None);
+                    }
+                },
                 Err(e) => return (status_of(&e), None),
             },
         };

@@ -124,7 +124,8 @@ fn status_of(e: &Error) -> Status {
         Error::Incompatible { .. }
         | Error::ReservedInUse { .. }
         | Error::GroupOnOtherHwpt { .. } => Status::Unsupp,
-        Error::NoSpace { .. } | Error::IdsExhausted => Status::NoMem,
+        // A budget (`Config::budget`) refused it: nothing changed.
+        Error::NoSpace { .. } | Error::IdsExhausted | Error::BudgetExceeded { .. } => Status::NoMem,
         _ => Status::DevErr,
     }
 }
