@@ -162,19 +162,16 @@ struct Scan {
 
 /// One `Iommu`'s grace-period domain: its epoch, its participants and its retired memory.
 pub(crate) struct Grace {
-    /// Process-unique; keys the per-thread participant list (an address could be reused).
-    id: u64,
-    /// Read by every pin; written by bumps (fences, retirements, polls). Alone on its cache
-    /// lines (`CachePadded`: two on x86-64, against the adjacent-line prefetcher), so that
-    /// the fields beside it that control calls write do not invalidate the pins' line.
-    epoch: CachePadded<AtomicU64>,
+    /// What every pin reads of the `Grace`, on one line: the epoch, the `Iommu`'s id and the
+    /// fence mode. Alone on its cache lines (`CachePadded`: two on x86-64, against the
+    /// adjacent-line prefetcher), so that the fields below, which control calls write, do not
+    /// invalidate the pins' line; a pin touches this one line of the `Grace` and no other.
+    pin_line: CachePadded<PinLine>,
     /// Every guard pinned with an epoch below this has been dropped.
     safe: AtomicU64,
     /// Generations for group publishes: unique per publish, so a per-thread domain cache is
     /// validated by one comparison ([`crate::device`]).
     next_generation: AtomicU64,
-    /// Readers use the asymmetric protocol (membarrier registered).
-    asymmetric: bool,
     /// Every participant ever registered (recycled when their thread exits), and the scan
     /// set fences read.
     participants: Mutex<Registry>,
@@ -188,6 +185,16 @@ pub(crate) struct Grace {
     /// Calls of `maintain` that found retired entries (spaces its polls out).
     maintain_calls: AtomicUsize,
     pub(crate) counters: Arc<Counters>,
+}
+
+/// The fields of a [`Grace`] that every pin reads.
+pub(crate) struct PinLine {
+    /// Read by every pin; written by bumps (fences, retirements, polls).
+    pub(crate) epoch: AtomicU64,
+    /// Process-unique; keys the per-thread participant list (an address could be reused).
+    pub(crate) id: u64,
+    /// Readers use the asymmetric protocol (membarrier registered).
+    pub(crate) asymmetric: bool,
 }
 
 /// A fence that was started and not waited for: it completes once every guard alive when it
@@ -222,11 +229,13 @@ impl Grace {
         // Process-wide, never reused (a plain std atomic: it is not part of any protocol).
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Grace {
-            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            epoch: CachePadded::new(AtomicU64::new(1)),
+            pin_line: CachePadded::new(PinLine {
+                epoch: AtomicU64::new(1),
+                id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                asymmetric: mode == FenceMode::Asymmetric && register_membarrier(),
+            }),
             safe: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
-            asymmetric: mode == FenceMode::Asymmetric && register_membarrier(),
             participants: Mutex::new(Registry {
                 all: Vec::new(),
                 listed: Vec::new(),
@@ -242,7 +251,7 @@ impl Grace {
 
     /// True if pins and fences use the membarrier protocol.
     pub(crate) fn asymmetric(&self) -> bool {
-        self.asymmetric
+        self.pin_line.asymmetric
     }
 
     /// A fresh publish generation (never 0, never repeated).
@@ -258,13 +267,13 @@ impl Grace {
         // writes of the epoch are RMWs, so later bumps carry the release sequence). Acquire
         // pairs with earlier bumps' Release, so an unlink retired under an earlier bump is
         // ordered before our slot scan.
-        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+        self.pin_line.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The heavy side of the store-buffer pattern (see the module docs), between a bump and
     /// a scan of the slots.
     fn heavy_fence(&self) {
-        if self.asymmetric {
+        if self.pin_line.asymmetric {
             membarrier();
         }
         // ORDERING: [SB] SeqCst fence pairs with the reader's SeqCst fence in `thread::enter`

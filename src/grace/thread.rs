@@ -31,6 +31,7 @@ const SLOTS: usize = 2;
 /// Ways of the per-thread domain cache (a power of two; groups take them in turn).
 pub(crate) const CACHE_WAYS: usize = 8;
 
+#[repr(C)] // the slots first: see `Participant`
 struct SlotBlock {
     slots: [AtomicU64; SLOTS],
     /// The next block, or null; written once by the owner (Release), read by fences.
@@ -48,12 +49,12 @@ impl SlotBlock {
 
 /// One thread's guard slots in one `Iommu`. Shared as a [`SharedParticipant`], padded so that
 /// two threads' slots never share a cache line.
+///
+/// `repr(C)`, in this order, so that what a pin touches shares one cache line: the `listed`
+/// flag it reads, the `last` epoch it writes and the first six slots (the first free one is
+/// nearly always slot 0).
+#[repr(C)]
 pub(crate) struct Participant {
-    first: SlotBlock,
-    /// Claimed by a live thread.
-    owned: AtomicBool,
-    /// Its `Iommu`'s grace domain is still alive.
-    alive: AtomicBool,
     /// In its `Grace`'s scan set: fences read its slots. Cleared by a fence that found the
     /// participant idle ([`Grace::scan`](super::Grace)), set again by the owner's next pin
     /// ([`Grace::relist`]) or by that fence itself if a pin raced it.
@@ -61,6 +62,11 @@ pub(crate) struct Participant {
     /// The epoch of the owner's latest pin (written by the owner only): how fences tell an
     /// idle participant from one that pins between their scans.
     pub(super) last: AtomicU64,
+    first: SlotBlock,
+    /// Claimed by a live thread.
+    owned: AtomicBool,
+    /// Its `Iommu`'s grace domain is still alive.
+    alive: AtomicBool,
     /// Its position in its `Grace`'s registry: the bit it sets in the relist summary.
     pub(super) index: usize,
 }
@@ -282,7 +288,7 @@ impl Drop for Pin {
 fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
     // ORDERING: [EPOCH] Acquire pairs with the AcqRel bump in `Grace::bump`: a guard that records
     // an epoch `>= T` sees every unlink made before the bump to `T`.
-    let epoch = grace.epoch.load(Ordering::Acquire);
+    let epoch = grace.pin_line.epoch.load(Ordering::Acquire);
     // ORDERING: Relaxed: a hint for fences' idle test (`Grace::scan`), never trusted for
     // safety (a fence delists only after re-reading the slots behind its heavy fence).
     participant.last.store(epoch, Ordering::Relaxed);
@@ -299,7 +305,7 @@ fn enter(grace: &Grace, participant: &Participant, slot: &AtomicU64) {
 /// The slot store and the barrier after it.
 #[inline(always)]
 fn store_slot(grace: &Grace, slot: &AtomicU64, epoch: u64) {
-    if grace.asymmetric {
+    if grace.pin_line.asymmetric {
         // ORDERING: [SLOT] [SB] Release pairs with the Acquire load in `Grace::slot_done` (a fence
         // that reads this value also sees the guard's earlier history); the compiler fence keeps
         // the caller's loads after the store; the CPU-level barrier is the fence side's membarrier.
@@ -354,7 +360,7 @@ impl Grace {
         // `pin_slow` and `is_pinned`, neither of which runs during this call (`lookup` is the
         // crate's own closure and does not pin).
         match unsafe { hot().as_mut() } {
-            Some(entry) if entry.grace == self.id => self.pin_entry(entry, lookup),
+            Some(entry) if entry.grace == self.pin_line.id => self.pin_entry(entry, lookup),
             _ => self.pin_slow(lookup),
         }
     }
@@ -385,7 +391,11 @@ impl Grace {
     fn pin_slow<R>(&self, lookup: impl FnOnce(&mut DomainCache) -> R) -> (Pin, R) {
         let entry = ENTRIES.try_with(|entries| {
             let mut entries = entries.try_borrow_mut().ok()?;
-            let entry: *mut Entry = match entries.0.iter_mut().position(|e| e.grace == self.id) {
+            let entry: *mut Entry = match entries
+                .0
+                .iter_mut()
+                .position(|e| e.grace == self.pin_line.id)
+            {
                 Some(i) => &mut *entries.0[i],
                 None => self.register(&mut entries.0),
             };
@@ -409,7 +419,7 @@ impl Grace {
         entries.retain(|e| e.participant.alive.load(Ordering::Relaxed));
         let participant = self.claim_participant();
         entries.push(Box::new(Entry {
-            grace: self.id,
+            grace: self.pin_line.id,
             participant,
             cache: DomainCache {
                 ways: [(0, Snapshot::BLOCKED); CACHE_WAYS],
@@ -481,7 +491,7 @@ pub(super) fn is_pinned(grace: &Grace, before: u64) -> bool {
         .try_with(|entries| {
             entries.try_borrow().ok().is_some_and(|entries| {
                 entries.0.iter().any(|e| {
-                    e.grace == grace.id
+                    e.grace == grace.pin_line.id
                         && e.participant.slots().any(|s| {
                             // ORDERING: Relaxed: the owner reads its own slots.
                             let v = s.load(Ordering::Relaxed);
