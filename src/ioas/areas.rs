@@ -27,6 +27,16 @@ impl IoasState {
         self.areas.range(first..=last).next().map(|(&s, a)| (s, *a))
     }
 
+    /// True if an area overlaps `first ..= last`: one lookup (the area starting last at or
+    /// before `last` is the only one that can, areas being disjoint).
+    #[inline]
+    fn any_area_overlaps(&self, first: u64, last: u64) -> bool {
+        self.areas
+            .range(..=last)
+            .next_back()
+            .is_some_and(|(_, a)| a.last >= first)
+    }
+
     /// Maps `len` bytes of `target` at `iova` (or at a free IOVA) in the area set and in
     /// every mirroring domain. Arguments were validated by `check_map_args`.
     pub(crate) fn map(
@@ -48,6 +58,8 @@ impl IoasState {
                 }
                 if self.holes.as_ref().is_some_and(|h| h.contains(iova, last)) {
                     // Free: neither an area nor a reservation is there (one lookup).
+                } else if !self.any_area_overlaps(iova, last) && self.reserved.is_empty() {
+                    // Free, in one lookup of the area set (no reservations to check).
                 } else if let Some(r) = self.reserved_overlapping(iova, last) {
                     return Err(Error::InReservedRange {
                         range: span(iova, last),
@@ -143,6 +155,13 @@ impl IoasState {
             check_range_args("unmap", iova, None, len)?;
             (iova, iova + (len - 1))
         };
+        // The common case, the range is exactly one area: one search, found and removed.
+        if let std::collections::btree_map::Entry::Occupied(e) = self.areas.entry(first) {
+            if e.get().last == last {
+                e.remove();
+                return Ok(self.unmap_removed(first, last, retired));
+            }
+        }
         // Check every area in the range first (nothing changes on `SplitsArea`), then remove
         // them one by one: no list to allocate.
         let Some((from, _)) = self.area_overlapping(first, last) else {
@@ -179,17 +198,23 @@ impl IoasState {
                     .expect("counted above")
             };
             self.areas.remove(&s);
-            if let Some(h) = &mut self.holes {
-                h.release(s, l);
-            }
-            let n = l - s + 1;
-            bytes = bytes.saturating_add(n);
-            for d in self.mirrors() {
-                if let Some(pt) = d.page_table() {
-                    pt.unmap(s, n, retired);
-                }
-            }
+            bytes = bytes.saturating_add(self.unmap_removed(s, l, retired));
         }
         Ok(bytes)
+    }
+
+    /// Finishes the unmap of an area `s ..= l` just taken out of the area set: frees its hole
+    /// and clears it from every mirroring domain. Returns its length.
+    fn unmap_removed(&mut self, s: u64, l: u64, retired: &mut RetiredTables) -> u64 {
+        if let Some(h) = &mut self.holes {
+            h.release(s, l);
+        }
+        let n = l - s + 1;
+        for d in self.mirrors() {
+            if let Some(pt) = d.page_table() {
+                pt.unmap(s, n, retired);
+            }
+        }
+        n
     }
 }

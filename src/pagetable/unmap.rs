@@ -2,6 +2,7 @@
 //! and unlinking the rest into a [`RetiredTables`] list.
 
 use super::table::Table;
+use super::{index, leaf_size};
 use super::{PageTable, Pte, RetiredTables, Writer, EMPTY_LIMIT, FANOUT, LEVEL_BITS, PAGE_SHIFT};
 use crate::sync::{lock, Ordering};
 use std::ptr::NonNull;
@@ -18,7 +19,10 @@ impl PageTable {
             return;
         }
         // SAFETY: the root is ours; the writer lock is held.
-        unsafe { self.clear(&mut writer, self.root, self.levels - 1, 0, iova, last) };
+        if !unsafe { self.clear_one_leaf(&mut writer, iova, last) } {
+            // SAFETY: as above.
+            unsafe { self.clear(&mut writer, self.root, self.levels - 1, 0, iova, last) };
+        }
         if writer.empty > EMPTY_LIMIT {
             self.prune_locked(&mut writer, retired);
         }
@@ -26,6 +30,42 @@ impl PageTable {
         // the clearing stores: a nested IOTLB entry stamped with an older count is never used
         // once a reader sees this one, and a reader that sees it walks the cleared table.
         self.unmaps.fetch_add(1, Ordering::Release);
+    }
+
+    /// The common unmap, one leaf exactly (a 4 KiB page, or one 2 MiB or 1 GiB block): walks
+    /// straight to it and clears it, with the bookkeeping `clear` would do (the leaf's table
+    /// counted empty if this was its last entry; the tables above keep their links, so their
+    /// counts do not change). False, having changed nothing, if `iova ..= last` is not one
+    /// leaf: `clear` handles every other case.
+    ///
+    /// # Safety
+    ///
+    /// The writer lock is held.
+    unsafe fn clear_one_leaf(&self, writer: &mut Writer, iova: u64, last: u64) -> bool {
+        let mut table = self.root;
+        let mut level = self.levels - 1;
+        loop {
+            // SAFETY: `table` is the root or a table linked below it; writes are ours alone.
+            let t = unsafe { table.as_ref() };
+            let slot = &t.entries[index(iova, level)];
+            let pte = Pte(slot.load(Ordering::Relaxed));
+            if level > 0 && pte.is_table_link() {
+                // SAFETY: a valid table entry of a linked table points to a linked table.
+                table = unsafe { NonNull::new_unchecked(pte.table_ptr() as *mut Table) };
+                level -= 1;
+                continue;
+            }
+            let size = leaf_size(level);
+            if !pte.is_valid() || iova % size != 0 || last - iova != size - 1 {
+                return false;
+            }
+            // ORDERING: Relaxed, as a cleared leaf in `clear`.
+            slot.store(0, Ordering::Relaxed);
+            if t.live.fetch_sub(1, Ordering::Relaxed) == 1 && table != self.root {
+                writer.empty += 1;
+            }
+            return true;
+        }
     }
 
     /// Clears `start ..= last` below `table`, which covers IOVAs from `base` at `level`.
