@@ -47,29 +47,11 @@ use ch_virtio::linux::{linux_attach, linux_map, linux_unmap};
 use ch_virtio::{status, ChStyle};
 
 const PAGE: u64 = 4096;
-/// MAP+UNMAP pairs in one queue pass.
-const PAIRS: u64 = 32;
-const DOMAIN: u32 = 1;
-const ENDPOINT: u32 = 1;
-/// The churned IOVAs start here.
-const CHURN: u64 = 0x10_0000;
-/// The DMA thread's page (mapped once, never unmapped).
-const DMA_IOVA: u64 = 0x1000_0000;
-const DMA_TARGET: u64 = 0x8000_0000;
-
-/// One pass's request structs: MAP i, UNMAP i, for i in 0..PAIRS.
-fn pass_requests() -> Vec<Vec<u8>> {
-    let rw = MAP_F_READ | MAP_F_WRITE;
-    (0..PAIRS)
-        .flat_map(|i| {
-            let iova = CHURN + i * PAGE;
-            [
-                linux_map(DOMAIN, iova, 0x4000_0000 + i * PAGE, PAGE, rw),
-                linux_unmap(DOMAIN, iova, PAGE),
-            ]
-        })
-        .collect()
-}
+/// The churn's constants and requests, the same in the bench and the suite.
+#[path = "../tests/support/virtio_mapunmap.rs"]
+mod churn;
+use churn::PAIRS;
+use churn::{pass_requests, CHURN, DMA_IOVA, DMA_TARGET, DOMAIN, ENDPOINT};
 
 /// Runs `dma` in a loop on another thread while `f` runs (if `with_dma`).
 fn with_dma_thread<D, F>(with_dma: bool, dma: D, f: F)

@@ -19,18 +19,9 @@ const BUFFERS: u64 = 256;
 const RING_IOVA: u64 = 0x1000_0000;
 const SCRATCH_IOVA: u64 = 0x4000_0000;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = arg("--seconds", 3);
-    let threads = arg("--threads", 2).max(1);
+    let seconds = args::arg("--seconds", 3);
+    let threads = args::arg("--threads", 2).max(1);
 
     let iommu = Iommu::new();
     let (dev_id, dev) = iommu.device_bind(GroupId(7), DeviceInfo::default())?;
@@ -134,3 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+/// `--name value` options (shared by the examples).
+#[path = "support/args.rs"]
+mod args;

@@ -33,17 +33,8 @@ const BUF_GPA: u64 = 0x10_0000;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = arg("--seconds", 2);
+    let seconds = args::arg("--seconds", 2);
 
     // Guest memory, and the IOMMU with one device in two domains over it.
     let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])?;
@@ -150,3 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+/// `--name value` options (shared by the examples).
+#[path = "support/args.rs"]
+mod args;

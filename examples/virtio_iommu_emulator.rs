@@ -60,15 +60,6 @@ const EP_DMA: u32 = 8;
 const EP_HOLD_1: u32 = 9;
 const EP_HOLD_2: u32 = 10;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The guest's virtio-iommu driver: posts requests (one readable and one writable buffer,
 /// as Linux's `viommu_add_req` does), "notifies" the device, and reads back each status.
 struct IommuDriver<'a> {
@@ -272,7 +263,7 @@ fn dma_device(ram: GuestMemoryMmap, dev: Device, stop: &AtomicBool) -> (u64, u64
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds = arg("--seconds", 1);
+    let seconds = args::arg("--seconds", 1);
 
     // Guest memory, the IOMMU, the DMA device and the two idle endpoints, each its own group.
     let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])?;
@@ -363,3 +354,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+/// `--name value` options (shared by the examples).
+#[path = "support/args.rs"]
+mod args;

@@ -39,6 +39,7 @@
 
 use crate::group::ActiveCell;
 use crate::sync::{lock, ptr_mut, Arc, AtomicPtr, Mutex, Ordering};
+use crate::types::NO_PASID;
 use std::collections::BTreeMap;
 use std::ptr::null_mut;
 
@@ -84,8 +85,8 @@ impl PasidGarbage {
 
 /// A device's PASID → cell table.
 pub(crate) struct PasidTable {
-    /// PASIDs below this are in range (`0` for a device without PASIDs; PASID 0 is never
-    /// looked up here).
+    /// PASIDs below this are in range (`0` for a device without PASIDs; [`NO_PASID`], the
+    /// RID, is never looked up here).
     limit: u32,
     top: Box<[AtomicPtr<Leaf>]>,
     /// The cell of every entry that is set, by PASID: what keeps a cell a reader may have
@@ -114,7 +115,7 @@ impl PasidTable {
 
     /// True if `pasid` is a PASID of this device (`1 .. limit`).
     pub(crate) fn in_range(&self, pasid: u32) -> bool {
-        pasid != 0 && pasid < self.limit
+        pasid != NO_PASID && pasid < self.limit
     }
 
     /// The cell the device translates PASID `pasid` through, or `None` (nothing attached, or

@@ -57,6 +57,15 @@ pub struct DeviceInfo {
     pub pasid_bits: u8,
 }
 
+/// "No PASID": the PASID that names a device's RID, i.e. untagged DMA. `pin_pasid(NO_PASID)`
+/// is `pin()`, and the `_pasid` control calls reject it (`EINVAL`: use the calls without
+/// `_pasid`), as the kernel rejects PASID 0 (`IOMMU_NO_PASID`).
+///
+/// This is the control plane's value and the public one. The data plane carries untagged DMA
+/// as `u32::MAX` instead (`nested::UNTAGGED`): there the value is a stage-1 substream ID,
+/// where 0 indexes context descriptor 0 (docs/design.md, "No PASID").
+pub const NO_PASID: u32 = 0;
+
 /// The widest PASID a device can declare ([`DeviceInfo::pasid_bits`]), as PCIe and the kernel's
 /// `IOASID_BITS` allow.
 pub const MAX_PASID_BITS: u8 = 20;

@@ -21,6 +21,10 @@ use viommu::{Access, Device, DeviceInfo, Error, FaultKind, GroupId, Iommu};
 mod linux;
 use linux::{linux_attach, linux_map, linux_unmap};
 
+#[path = "support/virtio_iommu_setup.rs"]
+mod virtio_setup;
+use virtio_setup::{becomes_unmapped, setup, target};
+
 const PAGE: u64 = 4096;
 const RW: u32 = MAP_F_READ | MAP_F_WRITE;
 
@@ -31,21 +35,6 @@ fn blocking() -> Config {
         boot_bypass: false,
         ..Config::default()
     }
-}
-
-/// A device model with `n` endpoints (IDs 1 ..= n), each its own group, nothing reserved.
-fn setup(n: u32, config: Config) -> (VirtioIommu, Vec<Device>) {
-    let iommu = Iommu::new();
-    let mut v = VirtioIommu::new(iommu.clone(), config);
-    let mut devs = Vec::new();
-    for ep in 1..=n {
-        let (_, dev) = iommu
-            .device_bind(GroupId(ep), DeviceInfo::default())
-            .unwrap();
-        v.add_endpoint(ep, &dev, Vec::new()).unwrap();
-        devs.push(dev);
-    }
-    (v, devs)
 }
 
 /// Sends one request with a 4-byte tail; the status, or `None` if the buffers came back
@@ -96,12 +85,6 @@ fn unmap(domain: u32, virt_start: u64, virt_end: u64) -> Request {
         virt_end,
         reserved_set: false,
     }
-}
-
-fn target(dev: &Device, iova: u64, access: Access) -> Result<u64, FaultKind> {
-    dev.translate(iova, 1, access)
-        .map(|t| t.as_slice()[0].target)
-        .map_err(|f| f.kind)
 }
 
 const OK: Option<Status> = Some(Status::Ok);
@@ -561,15 +544,7 @@ fn batched_unmap_waits_for_guards() {
         (v, tails)
     });
     // The unmaps are in effect before the pass completes: new guards fault.
-    let mut cleared = false;
-    for _ in 0..1000 {
-        if target(&dev, 0x17_0000, Access::Read) == Err(FaultKind::Unmapped) {
-            cleared = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    assert!(cleared);
+    assert!(becomes_unmapped(&dev, 0x17_0000));
     assert!(
         done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
         "the pass completed while a guard that might use the old pages was alive"

@@ -11,7 +11,7 @@ use viommu::virtio_iommu::wire::{Request, ATTACH_F_BYPASS, MAP_F_READ, MAP_F_WRI
 use viommu::virtio_iommu::{
     Config, Status, VirtioIommu, BYPASS_OFFSET, F_BYPASS_CONFIG, OFFERED_FEATURES,
 };
-use viommu::{Access, Device, DeviceInfo, FaultKind, GroupId, Iommu};
+use viommu::{Access, Device, FaultKind};
 
 const RW: u32 = MAP_F_READ | MAP_F_WRITE;
 /// Guest RAM of the tests: 1 GiB at 0 and 1 GiB at 4 GiB.
@@ -23,20 +23,6 @@ fn config(boot_bypass: bool) -> Config {
         bypass_ranges: RAM.to_vec(),
         ..Config::default()
     }
-}
-
-fn setup(n: u32, config: Config) -> (VirtioIommu, Vec<Device>) {
-    let iommu = Iommu::new();
-    let mut v = VirtioIommu::new(iommu.clone(), config);
-    let mut devs = Vec::new();
-    for ep in 1..=n {
-        let (_, dev) = iommu
-            .device_bind(GroupId(ep), DeviceInfo::default())
-            .unwrap();
-        v.add_endpoint(ep, &dev, Vec::new()).unwrap();
-        devs.push(dev);
-    }
-    (v, devs)
 }
 
 fn send(v: &mut VirtioIommu, r: Request) -> Option<Status> {
@@ -256,3 +242,7 @@ fn bypass_to_paging_switches_under_dma_never_fault() {
         "a translation faulted or went elsewhere"
     );
 }
+
+#[path = "support/virtio_iommu_setup.rs"]
+mod virtio_setup;
+use virtio_setup::setup;

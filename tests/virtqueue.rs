@@ -121,6 +121,8 @@ impl<'a> Driver<'a> {
             self.ram.write_obj(head.to_le(), entry).unwrap();
             self.avail_idx = self.avail_idx.wrapping_add(1);
         }
+        // ORDERING: [AVAIL-IDX] Release, the driver's end: the device's Acquire load of the
+        // index sees the ring entries and the requests written above.
         self.ram
             .store(
                 self.avail_idx.to_le(),

@@ -44,7 +44,12 @@ use std::fmt;
 pub(crate) use smmuv3::Ste;
 pub(crate) use vtd::VtdTable;
 
-/// The substream ID of untagged DMA ([`crate::Device::pin`]); real SSIDs have at most 20 bits.
+/// The substream ID of untagged DMA ([`crate::Device::pin`]): the data plane's "no PASID",
+/// which the control plane calls [`NO_PASID`](crate::types::NO_PASID) (0). Not 0 here, because the walkers take the
+/// SSID as the hardware does, and on SMMUv3 SSID 0 is a substream (CD 0) that untagged DMA
+/// is not: untagged DMA follows S1DSS when S1CDMax > 0 and passes a bypass STE, where a
+/// tagged access faults (`Ste::cd_index`). Real SSIDs have at most 20 bits, so `u32::MAX`
+/// is none of them, and no IOTLB entry of a substream can be taken for an untagged one.
 pub(crate) const UNTAGGED: u32 = u32::MAX;
 
 /// Reads the memory behind stage-2 targets: how the library reads a guest's stage-1 tables

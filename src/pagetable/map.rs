@@ -58,7 +58,8 @@ impl PageTable {
                     return false;
                 }
                 debug_assert_eq!(cur.0, 0, "mapping over a mapping");
-                // ORDERING: Release pairs with the Acquire load in `lookup`.
+                // ORDERING: [PTE] Release pairs with the Acquire load in `lookup`: a leaf is
+                // self-contained, Release keeps the argument uniform with the table link below.
                 slot.store(pte.0, Ordering::Release);
                 t.live.fetch_add(1, Ordering::Relaxed);
                 return true;
@@ -78,7 +79,7 @@ impl PageTable {
             } else {
                 let child = self.alloc_table();
                 self.owned.fetch_add(1, Ordering::Relaxed);
-                // ORDERING: Release pairs with the Acquire load in `lookup`: the child's
+                // ORDERING: [PTE] Release pairs with the Acquire load in `lookup`: the child's
                 // zeroed entries are visible to a reader that follows this link (for a pooled
                 // table, its clearing stores happen before the pool's mutex handed it to us).
                 slot.store(Pte::table(child.as_ptr() as *const u8).0, Ordering::Release);

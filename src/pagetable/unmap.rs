@@ -26,9 +26,10 @@ impl PageTable {
         if writer.empty > EMPTY_LIMIT {
             self.prune_locked(&mut writer, retired);
         }
-        // ORDERING: Release pairs with the Acquire load in `unmap_generation`, and comes after
-        // the clearing stores: a nested IOTLB entry stamped with an older count is never used
-        // once a reader sees this one, and a reader that sees it walks the cleared table.
+        // ORDERING: [UNMAP-GEN] Release pairs with the Acquire load in `unmap_generation`, and
+        // comes after the clearing stores: a nested IOTLB entry stamped with an older count is
+        // never used once a reader sees this one, and a reader that sees it walks the cleared
+        // table.
         self.unmaps.fetch_add(1, Ordering::Release);
     }
 

@@ -112,9 +112,10 @@ pub(crate) enum StalledPass {
 /// pop, at most the queue's size. A pass pops no more than this, so a driver that keeps
 /// posting cannot keep one pass going; what it posts meanwhile waits for the next pass.
 fn available<Q: QueueT, M: GuestMemory>(queue: &Q, mem: &M) -> usize {
-    // ORDERING: Acquire pairs with the driver's Release store of `avail.idx` (its write
-    // barrier before the index update): the ring entries and descriptors it counts are
-    // visible. Each pop reads the index again with Acquire.
+    // ORDERING: [AVAIL-IDX] Acquire pairs with the driver's Release store of `avail.idx` (its
+    // write barrier before the index update; the driver is the guest, outside this library):
+    // the ring entries and descriptors it counts are visible. Each pop reads the index again
+    // with Acquire.
     match queue.avail_idx(mem, Ordering::Acquire) {
         Ok(idx) => {
             let pending = (idx - Wrapping(queue.next_avail())).0;

@@ -38,15 +38,11 @@ use viommu::virtio_iommu::wire::{MAP_F_READ, MAP_F_WRITE};
 use viommu::virtio_iommu::{Config as VirtioConfig, RequestBuffers, VirtioIommu};
 use viommu::{Access, DeviceInfo, GroupId};
 
-/// MAP+UNMAP pairs in one queue pass.
-pub const PAIRS: u64 = 32;
-const DOMAIN: u32 = 1;
-const ENDPOINT: u32 = 1;
-/// The churned IOVAs start here.
-const CHURN: u64 = 0x10_0000;
-/// The DMA thread's page (mapped once, never unmapped).
-const DMA_IOVA: u64 = 0x1000_0000;
-const DMA_TARGET: u64 = 0x8000_0000;
+/// The churn's constants and requests, the same in the bench and the suite.
+#[path = "../../../tests/support/virtio_mapunmap.rs"]
+mod churn;
+pub use churn::PAIRS;
+use churn::{pass_requests, CHURN, DMA_IOVA, DMA_TARGET, DOMAIN, ENDPOINT};
 
 /// The rows of a case, in run order: `(design, dense)`.
 const ROWS: [(&str, bool); 4] = [
@@ -70,20 +66,6 @@ pub fn label(design: &str, dense: bool) -> &'static str {
         (_, true) => "ch-style/dense",
         (_, false) => "ch-style/sparse",
     }
-}
-
-/// One pass's request structs: MAP i, UNMAP i, for i in 0..PAIRS.
-fn pass_requests() -> Vec<Vec<u8>> {
-    let rw = MAP_F_READ | MAP_F_WRITE;
-    (0..PAIRS)
-        .flat_map(|i| {
-            let iova = CHURN + i * PAGE;
-            [
-                linux_map(DOMAIN, iova, 0x4000_0000 + i * PAGE, PAGE, rw),
-                linux_unmap(DOMAIN, iova, PAGE),
-            ]
-        })
-        .collect()
 }
 
 /// The anchor of `dense`: a page next to the churned ones, mapped for the whole run.
