@@ -182,5 +182,6 @@ pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use nested::{Invalidation, Stage1, TableMemory};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
 pub use types::{
-    Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, PAGE_SIZE,
+    Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, NO_PASID,
+    PAGE_SIZE,
 };
