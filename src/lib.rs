@@ -154,6 +154,7 @@ mod identity;
 mod ioas;
 mod iommu;
 mod nested;
+mod observers;
 mod pagetable;
 /// Under loom only: the page table's shape knobs for models of the production shape.
 #[cfg(viommu_loom)]
@@ -180,6 +181,10 @@ pub use grace::FenceMode;
 pub use ioas::{Budget, BudgetUsage};
 pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use nested::{Invalidation, Stage1, TableMemory};
+pub use observers::{
+    Ack, AckToken, DeviceObserver, IoasMirror, MirrorError, ObserverId, PendingAck,
+    DEFAULT_OBSERVER_DEADLINE,
+};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
 pub use types::{
     Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, PAGE_SIZE,
