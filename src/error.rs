@@ -5,6 +5,7 @@
 //! forwards errors to a guest or to an iommufd-speaking client can do so without a table of
 //! its own. A failed call changes nothing (guarantee G8).
 
+use crate::observers::ObserverId;
 use crate::types::{GroupId, ObjId, ObjKind, Prot};
 use std::ops::Range;
 
@@ -305,15 +306,42 @@ pub enum Error {
         /// The call.
         call: &'static str,
     },
+    /// The mirror's own errno ([`crate::MirrorError`]): an [`crate::IoasMirror`] refused a
+    /// map (in `ioas_map`, or replaying an area in `ioas_add_mirror`); nothing changed.
+    #[error("{observer} refused the map (errno {errno})")]
+    MirrorRefused {
+        /// The mirror.
+        observer: ObserverId,
+        /// What it failed with.
+        errno: i32,
+    },
+    /// `ETIMEDOUT`: a [`crate::DeviceObserver`] did not acknowledge an invalidation within
+    /// its deadline (or dropped its [`crate::AckToken`]). The call's change was made (the
+    /// guest's view moved on); the observer is marked failed and no later call waits for it.
+    #[error("{observer} of device {dev} did not acknowledge an invalidation in time; it is marked failed")]
+    ObserverTimedOut {
+        /// The observer.
+        observer: ObserverId,
+        /// The device it observes.
+        dev: ObjId,
+    },
+    /// `ENOENT`: the ID names no observer (never added, removed, or its IOAS or device was
+    /// destroyed).
+    #[error("no {id}: it was never added, was removed, or its IOAS or device is gone")]
+    NoSuchObserver {
+        /// The unknown ID.
+        id: ObserverId,
+    },
 }
 
 impl Error {
     /// The iommufd errno for this error, as a positive Linux value (`ENOENT` = 2, ...).
     pub fn errno(&self) -> i32 {
         match self {
-            Error::NoSuchObject { .. } | Error::NotMapped { .. } | Error::SplitsArea { .. } => {
-                errno::ENOENT
-            }
+            Error::NoSuchObject { .. }
+            | Error::NotMapped { .. }
+            | Error::SplitsArea { .. }
+            | Error::NoSuchObserver { .. } => errno::ENOENT,
             Error::Exists { .. } => errno::EEXIST,
             Error::Misaligned { .. }
             | Error::ZeroLength { .. }
@@ -343,6 +371,8 @@ impl Error {
             Error::Overflow { .. } | Error::OutsideAperture { .. } => errno::EOVERFLOW,
             Error::UnknownHwptFlags { .. } | Error::Unsupported(_) => errno::EOPNOTSUPP,
             Error::Deadlock { .. } => errno::EDEADLK,
+            Error::MirrorRefused { errno, .. } => *errno,
+            Error::ObserverTimedOut { .. } => errno::ETIMEDOUT,
         }
     }
 }
@@ -369,6 +399,8 @@ pub mod errno {
     pub const EOPNOTSUPP: i32 = 95;
     /// Address already in use.
     pub const EADDRINUSE: i32 = 98;
+    /// Connection timed out (an observer's deadline, [`crate::DeviceObserver`]).
+    pub const ETIMEDOUT: i32 = 110;
 }
 
 /// The control plane's result type.
@@ -524,6 +556,21 @@ mod tests {
             (Error::UnknownHwptFlags { bits: 2 }, 95),
             (Error::Unsupported("x"), 95),
             (Error::Deadlock { call: "ioas_unmap" }, 35),
+            (
+                Error::MirrorRefused {
+                    observer: ObserverId(1),
+                    errno: 14,
+                },
+                14,
+            ),
+            (
+                Error::ObserverTimedOut {
+                    observer: ObserverId(1),
+                    dev: id,
+                },
+                110,
+            ),
+            (Error::NoSuchObserver { id: ObserverId(1) }, 2),
         ];
         for (e, want) in cases {
             assert_eq!(e.errno(), want, "{e:?}");

@@ -77,6 +77,17 @@
 //! * **G14 isolation.** No control call holds a lock shared by every group or every IOAS
 //!   while it does work that grows with the size of an IOAS, so a replace, attach, map or
 //!   unmap on one IOAS is not delayed by a populate or a large unmap on another.
+//! * **G15 fences reach observers.** DMA outside the guards (a vhost back end's device
+//!   IOTLB, a VFIO or vDPA device whose host IOMMU mirrors a domain) follows through
+//!   [`IoasMirror`]s ([`Iommu::ioas_add_mirror`]) and [`DeviceObserver`]s
+//!   ([`Iommu::device_add_observer`]). When `ioas_unmap`, `device_detach`, `device_replace`,
+//!   `device_replace_pasid`, `device_detach_pasid` or `hwpt_invalidate` returns (or an
+//!   [`UnmapCompletion`] completes), every observer of every device whose translations the
+//!   call could change has acknowledged an invalidation covering them, and every mirror of the
+//!   IOAS has returned from its `unmap`. A mirror's refused map fails `ioas_map` with nothing
+//!   changed (G8); an observer that does not acknowledge within its deadline fails the call
+//!   with `ETIMEDOUT` (the change stays) and is marked failed. Observers are called on
+//!   control-plane threads, never while the object table's lock is held.
 //!
 //! ## PASIDs
 //!
@@ -154,6 +165,7 @@ mod identity;
 mod ioas;
 mod iommu;
 mod nested;
+mod observers;
 mod pagetable;
 /// Under loom only: the page table's shape knobs for models of the production shape.
 #[cfg(viommu_loom)]
@@ -180,6 +192,10 @@ pub use grace::FenceMode;
 pub use ioas::{Budget, BudgetUsage};
 pub use iommu::{Iommu, Stats, UnmapCompletion};
 pub use nested::{Invalidation, Stage1, TableMemory};
+pub use observers::{
+    Ack, AckToken, DeviceObserver, IoasMirror, MirrorError, ObserverId, PendingAck,
+    DEFAULT_OBSERVER_DEADLINE,
+};
 pub use translation::{Chunk, Fault, FaultKind, Translation, INLINE_CHUNKS};
 pub use types::{
     Access, DeviceInfo, GroupId, HwptFlags, ObjId, ObjKind, Prot, MAX_PASID_BITS, NO_PASID,

@@ -76,6 +76,8 @@ impl IoasState {
             None => self.alloc_iova(target, len, limit)?,
         };
         self.check_budget(iova, target, len)?;
+        // The mirrors first: one that refuses leaves nothing to roll back here (G8, G15).
+        self.mirrors_map(iova, target, len, prot)?;
         let last = iova + (len - 1);
         self.areas.insert(iova, Area { last, target, prot });
         if let Some(h) = &mut self.holes {
@@ -215,6 +217,7 @@ impl IoasState {
                 pt.unmap(s, n, retired);
             }
         }
+        self.mirrors_unmap(s, n);
         n
     }
 }

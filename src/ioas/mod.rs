@@ -15,6 +15,7 @@
 //! | `budget.rs` | [`Budget`]: what maps may make the library allocate for the IOAS |
 //! | `devices.rs` | what attached devices contribute: reserved ranges and apertures |
 //! | `mirrors.rs` | the mirror list: the paging domains built on the IOAS, committed or pending |
+//! | `observers.rs` | the [`crate::IoasMirror`]s: told every map and unmap, in order (G15) |
 //! | `holes.rs` | the hole index: the free IOVA ranges, for automatic IOVAs |
 //! | `treap.rs` | the augmented treap the hole index is built on |
 
@@ -24,6 +25,7 @@ mod budget;
 mod devices;
 mod holes;
 mod mirrors;
+mod observers;
 mod treap;
 
 pub(crate) use areas::Area;
@@ -77,6 +79,8 @@ pub(crate) struct IoasState {
     limit: u64,
     /// What maps may make the library allocate ([`Budget`]).
     budget: Budget,
+    /// The [`crate::IoasMirror`]s, in registration order.
+    observers: Vec<observers::MirrorEntry>,
 }
 
 impl Default for IoasState {
@@ -90,6 +94,7 @@ impl Default for IoasState {
             holes: None,
             limit: u64::MAX,
             budget: Budget::UNLIMITED,
+            observers: Vec::new(),
         }
     }
 }

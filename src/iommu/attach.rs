@@ -177,8 +177,11 @@ impl Iommu {
         if let Some(p) = pending.take() {
             self.discard(p);
         }
+        let notices = std::mem::take(&mut released.notices);
         self.finish(released);
-        result
+        // After every lock (G14): the devices a replace moved (G15).
+        let acks = crate::observers::deliver(notices).wait();
+        result.and_then(|id| acks.map(|()| id))
     }
 
     /// Binds a device into `group` (created on first use). The device starts detached: its
@@ -247,6 +250,7 @@ impl Iommu {
                 hwpt: None,
                 pasid_bits: info.pasid_bits,
                 pasids: BTreeMap::new(),
+                observers: Vec::new(),
             }),
         );
         Ok((id, device))
@@ -517,6 +521,7 @@ impl Iommu {
             // The data plane is already on the new domain through the cell; this only
             // records the HWPT (a PASID entry keeps pointing at the same cell).
             Self::mark_attached(objects, m.dev, pasid, Some(new), released);
+            objects.move_notices(m.dev, pasid, &mut released.notices);
         }
         let n = members.len();
         objects.hwpt_mut(new).users += n;

@@ -90,7 +90,10 @@ impl Iommu {
                     });
                 }
                 let gid = device.group;
-                objects.map.remove(&id);
+                if let Some(Obj::Device(d)) = objects.map.remove(&id) {
+                    // Its observers go with it.
+                    objects.observed -= d.observers.len();
+                }
                 let group = objects.group_mut(gid);
                 group.devices.retain(|m| *m != id);
                 if group.devices.is_empty() {

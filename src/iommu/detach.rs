@@ -58,6 +58,8 @@ impl Iommu {
     fn detach(&self, dev: ObjId, pasid: u32) -> Result<()> {
         let mut released = Released::default();
         with_ioas_locks(|held| self.detach_step(dev, pasid, &mut released, held))?;
+        // Observers first, with no lock held (G14), so that their replies overlap the fence.
+        let acks = crate::observers::deliver(std::mem::take(&mut released.notices));
         let grace = &self.shared.grace;
         for domain in released.domains {
             grace.retire(Garbage::Domain(domain));
@@ -69,7 +71,7 @@ impl Iommu {
         // alone kept, unlinked) and the domains retired, so it covers all of them.
         grace.synchronize();
         grace.collect();
-        Ok(())
+        acks.wait()
     }
 
     fn detach_step(
@@ -98,6 +100,7 @@ impl Iommu {
         // The flag down or the entry cleared; the fence that `detach` waits for after this
         // call makes every later guard see it.
         Self::mark_attached(objects, dev, pasid, None, released);
+        objects.move_notices(dev, pasid, &mut released.notices);
         state.remove_device(dev, pasid);
         let still_attached = objects.groups[&gid].devices.iter().any(|m| {
             objects

@@ -6,6 +6,7 @@ use super::Iommu;
 use crate::error::{Error, Result};
 use crate::grace::{Garbage, Grace, Ticket};
 use crate::ioas::{check_range_args, Budget, BudgetUsage, Ioas};
+use crate::observers::{deliver, Acks};
 use crate::pagetable::RetiredTables;
 use crate::sync::{lock, Arc};
 use crate::types::{ObjId, Prot};
@@ -14,13 +15,16 @@ use std::fmt;
 /// The fence of an unmap that returned before it: see [`Iommu::ioas_unmap_deferred`].
 ///
 /// Completes once every `DmaGuard` that might have translated into the unmapped range has been
-/// dropped (G5 then holds for the range). Many completions are settled by one grace period:
-/// waiting for the last of a batch completes the ones before it.
+/// dropped (G5 then holds for the range) and every device observer told of the unmap has
+/// acknowledged (G15). Many completions are settled by one grace period: waiting for the last
+/// of a batch completes the ones before it.
 #[must_use = "an unmap's fence has completed only once `wait` returns or `is_complete` is true"]
 pub struct UnmapCompletion {
     grace: Arc<Grace>,
     ticket: Ticket,
     bytes: u64,
+    /// The device observers' acknowledgments still to come.
+    acks: Acks,
 }
 
 impl UnmapCompletion {
@@ -29,16 +33,18 @@ impl UnmapCompletion {
         self.bytes
     }
 
-    /// True once the fence has completed. Never waits (one bump of the epoch and one pass
-    /// over the guard slots at most).
+    /// True once the fence has completed and every device observer has answered (or can no
+    /// longer). Never waits (one bump of the epoch and one pass over the guard slots at most).
     pub fn is_complete(&self) -> bool {
-        self.grace.is_done(self.ticket)
+        self.grace.is_done(self.ticket) && self.acks.settled()
     }
 
     /// Waits for the fence and frees what it covered; returns the bytes unmapped. It waits
     /// only for the guards that were alive when the unmap cleared the range: a guard made
     /// after `ioas_unmap_deferred` returned never delays it. `EDEADLK` if the fence has not
     /// completed and the calling thread holds a guard of this `Iommu` made before the unmap.
+    /// `ETIMEDOUT` if a device observer did not acknowledge within its deadline
+    /// ([`Iommu::device_add_observer_with_deadline`]; the range is unmapped all the same).
     pub fn wait(self) -> Result<u64> {
         if !self.grace.is_done(self.ticket) {
             if self.grace.is_pinned_before(self.ticket) {
@@ -49,6 +55,7 @@ impl UnmapCompletion {
             self.grace.wait_for(self.ticket);
         }
         self.grace.collect();
+        self.acks.wait()?;
         Ok(self.bytes)
     }
 }
@@ -98,7 +105,7 @@ impl Iommu {
     }
 
     /// The IOAS named `id` (a read-locked lookup: never waits behind a populate).
-    fn lookup_ioas(&self, id: ObjId) -> Result<Arc<Ioas>> {
+    pub(super) fn lookup_ioas(&self, id: ObjId) -> Result<Arc<Ioas>> {
         self.objects().ioas(id).cloned()
     }
 
@@ -131,7 +138,9 @@ impl Iommu {
     /// Unmaps every area inside `iova .. iova + len` (whole areas only; `(0, u64::MAX)`
     /// unmaps everything) and returns the bytes unmapped. When it returns, no DMA guard that
     /// could have translated into the range is alive (G5), and the page-table nodes it emptied
-    /// are freed.
+    /// are freed. Every mirror of the IOAS has been told to unmap each removed area, and every
+    /// observer of a device attached to a domain on the IOAS has acknowledged its invalidation
+    /// (G15; `ETIMEDOUT` if one did not in time: the range is unmapped all the same).
     ///
     /// `ENOENT` / `EINVAL` for an `ioas` that is not an IOAS and `EINVAL` / `EOVERFLOW` for a
     /// malformed range come first; then `EDEADLK` if the calling thread holds a guard of this
@@ -143,12 +152,13 @@ impl Iommu {
             check_range_args("unmap", iova, None, len)?;
         }
         self.check_not_pinned("ioas_unmap")?;
-        let (bytes, ticket) = self.unmap_begin(ioas, iova, len)?;
+        let (bytes, ticket, acks) = self.unmap_begin(ioas, iova, len)?;
         if bytes > 0 {
             let grace = &self.shared.grace;
             grace.wait_for(ticket);
             grace.collect();
         }
+        acks.wait()?;
         Ok(bytes)
     }
 
@@ -160,30 +170,47 @@ impl Iommu {
     /// for the last completion: one grace period for the batch. Never `EDEADLK` (it does not
     /// wait); [`UnmapCompletion::wait`] may be.
     pub fn ioas_unmap_deferred(&self, ioas: ObjId, iova: u64, len: u64) -> Result<UnmapCompletion> {
-        let (bytes, ticket) = self.unmap_begin(self.lookup_ioas(ioas)?, iova, len)?;
+        let (bytes, ticket, acks) = self.unmap_begin(self.lookup_ioas(ioas)?, iova, len)?;
         Ok(UnmapCompletion {
             grace: self.shared.grace.clone(),
             ticket,
             bytes,
+            acks,
         })
     }
 
-    /// Clears the range from the IOAS and its domains, and starts its fence.
-    fn unmap_begin(&self, ioas: Arc<Ioas>, iova: u64, len: u64) -> Result<(u64, Ticket)> {
+    /// Clears the range from the IOAS, its domains and its mirrors, tells the device
+    /// observers, and starts its fence.
+    fn unmap_begin(&self, ioas: Arc<Ioas>, iova: u64, len: u64) -> Result<(u64, Ticket, Acks)> {
         let mut retired = RetiredTables::default();
-        let bytes = {
+        let (bytes, notices) = {
             let mut state = lock(&ioas.state);
             if state.destroyed {
                 return Err(Error::NoSuchObject { id: ioas.id });
             }
-            state.unmap(iova, len, &mut retired)?
+            let bytes = state.unmap(iova, len, &mut retired)?;
+            // Under the IOAS's lock (taken before the table's, G10): no device can move on or
+            // off the IOAS meanwhile, so every device that could have seen the range is found.
+            let notices = if bytes > 0 {
+                let last = if len == u64::MAX {
+                    u64::MAX
+                } else {
+                    iova + (len - 1)
+                };
+                self.objects().unmap_notices(ioas.id, iova..=last)
+            } else {
+                Vec::new()
+            };
+            (bytes, notices)
         };
+        // After every lock (G14); their replies overlap the fence.
+        let acks = deliver(notices);
         let grace = &self.shared.grace;
         // After the clear: guards made from now on do not see the old entries.
         let ticket = grace.ticket();
         if !retired.is_empty() {
             grace.retire_under(ticket, Garbage::Tables(retired));
         }
-        Ok((bytes, ticket))
+        Ok((bytes, ticket, acks))
     }
 }

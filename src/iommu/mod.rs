@@ -9,6 +9,7 @@
 //! | `detach.rs` | `device_detach`, `device_detach_pasid` |
 //! | `nested.rs` | nested HWPTs: `hwpt_alloc_nested`, `hwpt_invalidate` |
 //! | `destroy.rs` | `destroy` |
+//! | `observe.rs` | mirrors and device observers (G15): registration, who is owed an invalidation |
 //!
 //! # Locks
 //!
@@ -52,6 +53,7 @@ mod hwpt;
 mod mapping;
 mod nested;
 mod objects;
+mod observe;
 
 pub use mapping::UnmapCompletion;
 
@@ -72,6 +74,8 @@ struct Shared {
     objects: RwLock<Objects>,
     grace: Arc<Grace>,
     blocked: Arc<Domain>,
+    /// The last [`crate::ObserverId`] handed out.
+    next_observer: std::sync::atomic::AtomicU64,
 }
 
 /// Counts of live objects and of the memory behind them.
@@ -116,6 +120,7 @@ impl Iommu {
                 objects: RwLock::new(Objects::default()),
                 grace: Arc::new(Grace::new(mode)),
                 blocked: Arc::new(Domain::blocked()),
+                next_observer: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -148,7 +153,11 @@ impl Iommu {
         if !released.pasid.is_empty() {
             grace.retire(Garbage::Pasid(released.pasid));
         }
-        // A destroyed IOAS's areas are freed here, with no lock held (G14).
+        // A destroyed IOAS's mirrors are told its areas left, under its lock only; its areas
+        // are freed here, with no other lock held (G14).
+        if let Some(ioas) = &released.ioas {
+            crate::sync::lock(&ioas.state).drain_mirrors();
+        }
         drop(released.ioas);
         grace.maintain();
     }

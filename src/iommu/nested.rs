@@ -85,7 +85,7 @@ impl Iommu {
     pub fn hwpt_invalidate(&self, hwpt: ObjId, inv: Invalidation) -> Result<()> {
         // Argument errors first: a call that makes them never waits.
         check_invalidation(&inv)?;
-        let domain = {
+        let (domain, notices) = {
             let objects = self.objects();
             let h = match objects.get(hwpt)? {
                 Obj::Hwpt(h) => h,
@@ -94,13 +94,21 @@ impl Iommu {
             if h.parent.is_none() {
                 return Err(Error::NotNested { id: hwpt });
             }
-            h.domain.clone()
+            let iovas = match inv {
+                Invalidation::Range { iova, len, .. } => iova..=iova + (len - 1),
+                _ => super::observe::ALL,
+            };
+            let mut notices = Vec::new();
+            objects.notices_where(|h| (h == hwpt).then(|| iovas.clone()), &mut notices);
+            (h.domain.clone(), notices)
         };
         self.check_not_pinned("hwpt_invalidate")?;
         domain
             .as_nested()
             .expect("a HWPT with a parent is nested")
             .invalidate();
+        // The observers after the IOTLB drop, with no lock held (G14, G15).
+        let acks = crate::observers::deliver(notices);
         // The fence: every guard alive at the bump is gone when it returns; every later
         // lookup sees the new count (`crate::nested`).
         let grace = &self.shared.grace;
@@ -110,7 +118,7 @@ impl Iommu {
         // reach it), and it is the control plane's thread.
         drop(domain);
         grace.collect();
-        Ok(())
+        acks.wait()
     }
 }
 

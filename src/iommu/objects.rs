@@ -11,6 +11,7 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::group::{ActiveCell, GroupShared};
 use crate::ioas::{DeviceLimits, Ioas, IoasState};
+use crate::observers::{Notice, ObserverEntry};
 use crate::pasid::PasidGarbage;
 use crate::sync::{lock, Arc, MutexGuard};
 use crate::types::{GroupId, ObjId, ObjKind};
@@ -50,6 +51,9 @@ pub(super) struct Objects {
     pub(super) last_id: u32,
     pub(super) map: IdMap<ObjId, Obj>,
     pub(super) groups: IdMap<GroupId, GroupCtl>,
+    /// Device observers over every device ([`crate::DeviceObserver`]): while none, no call
+    /// looks for any.
+    pub(super) observed: usize,
 }
 
 pub(super) enum Obj {
@@ -97,6 +101,8 @@ pub(super) struct DeviceObj {
     pub(super) pasid_bits: u8,
     /// The HWPT of each attached PASID.
     pub(super) pasids: BTreeMap<u32, ObjId>,
+    /// Its [`crate::DeviceObserver`]s (G15).
+    pub(super) observers: Vec<std::sync::Arc<ObserverEntry>>,
 }
 
 impl DeviceObj {
@@ -171,6 +177,8 @@ pub(super) struct Released {
     pub(super) pasid: PasidGarbage,
     /// A destroyed IOAS: its areas are dropped after every lock is released (G14).
     pub(super) ioas: Option<Arc<Ioas>>,
+    /// Invalidations the call owes device observers, delivered after every lock (G15).
+    pub(super) notices: Vec<Notice>,
 }
 
 impl Objects {
