@@ -268,8 +268,13 @@ pub(crate) struct Acks {
 
 /// Tells every notice's observer (none that failed before), with no lock held; returns the
 /// acknowledgments still to come, each with its deadline counted from now.
+#[inline]
 pub(crate) fn deliver(notices: Vec<Notice>) -> Acks {
     let mut acks = Acks::default();
+    if notices.is_empty() {
+        // The common case (no device observer anywhere): nothing to send or wait for.
+        return acks;
+    }
     for n in notices {
         if n.entry.failed() {
             continue;
@@ -294,7 +299,11 @@ impl Acks {
     /// Waits for every acknowledgment, each until its own deadline (all run at once: the
     /// call waits as long as the slowest, not the sum). An observer that missed its deadline
     /// (or dropped its token) is marked failed; the first such one is the error.
+    #[inline]
     pub(crate) fn wait(self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let mut first = Ok(());
         for (entry, dev, state, deadline) in self.pending {
             if !state.wait_until(deadline) {

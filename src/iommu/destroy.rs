@@ -93,6 +93,7 @@ impl Iommu {
                 if let Some(Obj::Device(d)) = objects.map.remove(&id) {
                     // Its observers go with it.
                     objects.observed -= d.observers.len();
+                    self.note_observed(objects.observed);
                 }
                 let group = objects.group_mut(gid);
                 group.devices.retain(|m| *m != id);

@@ -191,7 +191,7 @@ impl Iommu {
             let bytes = state.unmap(iova, len, &mut retired)?;
             // Under the IOAS's lock (taken before the table's, G10): no device can move on or
             // off the IOAS meanwhile, so every device that could have seen the range is found.
-            let notices = if bytes > 0 {
+            let notices = if bytes > 0 && self.any_observed() {
                 let last = if len == u64::MAX {
                     u64::MAX
                 } else {

@@ -76,6 +76,10 @@ struct Shared {
     blocked: Arc<Domain>,
     /// The last [`crate::ObserverId`] handed out.
     next_observer: std::sync::atomic::AtomicU64,
+    /// A copy of the object table's count of device observers, written under its write lock:
+    /// an unmap reads it to skip the table (a read lock and a scan) when no device has any.
+    /// An observer sees the unmaps that begin after its registration returned.
+    observed: std::sync::atomic::AtomicUsize,
 }
 
 /// Counts of live objects and of the memory behind them.
@@ -121,6 +125,7 @@ impl Iommu {
                 grace: Arc::new(Grace::new(mode)),
                 blocked: Arc::new(Domain::blocked()),
                 next_observer: std::sync::atomic::AtomicU64::new(0),
+                observed: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }

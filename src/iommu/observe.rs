@@ -88,6 +88,7 @@ impl Iommu {
         let entry = Arc::new(ObserverEntry::new(id, observer, deadline));
         objects.device_mut(dev).observers.push(entry);
         objects.observed += 1;
+        self.note_observed(objects.observed);
         Ok(id)
     }
 
@@ -103,6 +104,7 @@ impl Iommu {
                     if let Some(i) = d.observers.iter().position(|e| e.id == id) {
                         d.observers.remove(i);
                         objects.observed -= 1;
+                        self.note_observed(objects.observed);
                         return Ok(());
                     }
                 }
@@ -135,6 +137,19 @@ impl Iommu {
             }
         }
         Err(Error::NoSuchObserver { id })
+    }
+
+    /// Publishes the table's count of device observers (called under its write lock).
+    pub(super) fn note_observed(&self, n: usize) {
+        // Relaxed: a registration that happened before an unmap began is seen by its load
+        // (coherence); one racing the unmap may be missed, as documented on the field.
+        self.shared.observed.store(n, Relaxed);
+    }
+
+    /// True if some device has an observer (see [`Iommu::note_observed`]).
+    pub(super) fn any_observed(&self) -> bool {
+        // Relaxed: as in `note_observed`.
+        self.shared.observed.load(Relaxed) != 0
     }
 
     fn next_observer_id(&self) -> ObserverId {
